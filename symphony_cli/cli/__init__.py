@@ -1,0 +1,32 @@
+"""The `symphony` command: one module per command group."""
+
+from __future__ import annotations
+
+import typer
+
+from . import config_cmd, db, dedup_cmd
+from .send import send
+
+EXIT_CODES_HELP = (
+    "Exit status: 0 every message was enqueued or was a duplicate; 1 a message was invalid, "
+    "rejected, a conflict or failed; 2 usage or configuration error; 3 the input cannot be read; "
+    "4 the store cannot be opened or reached; 5 another run holds the --lock name; 130 interrupted."
+)
+
+app = typer.Typer(
+    name="symphony",
+    help="Bulk-enqueue messages into an outbox table, without duplicates.",
+    epilog=EXIT_CODES_HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: paragraphs rewrap to the terminal width
+    add_completion=False,
+)
+app.command("send", epilog=EXIT_CODES_HELP)(send)
+app.add_typer(dedup_cmd.app, name="dedup")
+app.add_typer(config_cmd.app, name="config")
+app.add_typer(db.app, name="db")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,233 @@
+"""`symphony send`: enqueue the messages of one file."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..api import send_records
+from ..config import Settings, mask_url
+from ..dedup import KeySource
+from ..dispatcher import SendOptions
+from ..errors import ExitCode, SymphonyError
+from ..readers import read_records
+from ..render import ErrorLines, JsonLinesOutput, ReportWriter, TableOutput, make_console, summary_line
+from ..results import Result, RunSummary
+from ._common import (ConfigOption, DatabaseUrlOption, TableOption, configure_logging, handle_errors, print_error,
+                      settings_from_flags)
+
+DEFAULT_TABLE_LIMIT = 1000
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+
+
+class InputFormat(str, Enum):
+    jsonl = "jsonl"
+    json = "json"
+    csv = "csv"
+
+
+class DedupErrorMode(str, Enum):
+    fail = "fail"
+    send = "send"
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputOptions:
+    """How `send` reports: the stdout format, the table limit, a report file, quiet and logging."""
+
+    format: OutputFormat
+    table_limit: int
+    report: Path | None
+    quiet: bool
+    log_file: Path | None
+
+
+class StopRequest:
+    """Turn the first SIGINT or SIGTERM into a request to stop after the current chunk.
+
+    A second signal raises KeyboardInterrupt at once; the open transaction then rolls back.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> bool:
+        return self.requested
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        previous = {}
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # signals can only be set in the main thread
+                previous[signum] = signal.signal(signum, self._handle)
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+
+@handle_errors
+def send(
+    file: Annotated[str, typer.Argument(help="JSONL, JSON or CSV file, optionally .gz; - reads stdin")],
+    config: ConfigOption = None,
+    database_url: DatabaseUrlOption = None,
+    table: TableOption = None,
+    batch_size: Annotated[int | None, typer.Option(help="Messages per chunk [batch.max_size]")] = None,
+    batch_insert: Annotated[bool | None, typer.Option(
+        "--batch-insert/--no-batch-insert", help="One INSERT per chunk, or one per message [batch.use_batch_insert]")] = None,
+    validate: Annotated[bool | None, typer.Option(
+        "--validate/--no-validate", help="Check payload values before sending [batch.validate_before_send]")] = None,
+    dedup_window_ms: Annotated[int | None, typer.Option(
+        help="Deduplication window in milliseconds [deduplication.window_ms]")] = None,
+    track_attempts: Annotated[bool | None, typer.Option(
+        "--track-attempts/--no-track-attempts", help="Record duplicate attempts [deduplication.track_attempts]")] = None,
+    reject_duplicates: Annotated[bool | None, typer.Option(
+        "--reject-duplicates/--return-duplicates",
+        help="Report duplicates as rejected, or return the existing id [deduplication.reject_duplicates]")] = None,
+    on_dedup_error: Annotated[DedupErrorMode | None, typer.Option(
+        help="When the duplicate check fails: fail the chunk or send without it [deduplication.on_error]")] = None,
+    transport: Annotated[str | None, typer.Option(help="Transport for messages that name none [defaults.transport]")] = None,
+    priority: Annotated[int | None, typer.Option(help="Priority 0-10 for messages that name none [defaults.priority]")] = None,
+    output_format: Annotated[OutputFormat, typer.Option("--format", help="stdout: a table, or one JSON object per message")] = OutputFormat.table,
+    input_format: Annotated[InputFormat | None, typer.Option(help="Input format (default: from the file extension)")] = None,
+    encoding: Annotated[str | None, typer.Option(help="Input text encoding, e.g. cp1252 (default: UTF-8)")] = None,
+    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter: ',' ';' 'tab' or '|' (default: detected)")] = None,
+    key_field: Annotated[str | None, typer.Option(metavar="PATH", help="Take each key from this payload field (payload.order.id)")] = None,
+    key_template: Annotated[str | None, typer.Option(metavar="TEMPLATE", help="Build each key from fields: '{type}:{payload.order_id}'")] = None,
+    key_from_content: Annotated[bool, typer.Option(help="Key each message by the SHA-256 of type, transport and payload")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Validate and check duplicates without writing anything")] = False,
+    max_errors: Annotated[int | None, typer.Option(min=1, help="Stop after this many messages that were not enqueued")] = None,
+    table_limit: Annotated[int, typer.Option(min=0, help="Show every message up to this count, then only the ones not enqueued")] = DEFAULT_TABLE_LIMIT,
+    report: Annotated[Path | None, typer.Option(help="Write every message's result to this .csv or .jsonl file")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the summary")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print debug output on stderr")] = False,
+    log_file: Annotated[Path | None, typer.Option(help="Append one JSON line per run to this file")] = None,
+    lock: Annotated[str | None, typer.Option(metavar="NAME", help="Exit with status 5 if another run holds this lock")] = None,
+) -> None:
+    """Enqueue the messages in FILE and print one result per message.
+
+    Exit status: 0 every message was enqueued or was a duplicate; 1 a message was invalid,
+    rejected, a conflict or failed; 2 usage or configuration error; 3 the input cannot be
+    read; 4 the store cannot be opened or reached; 5 another run holds the --lock name;
+    130 interrupted.
+    """
+    configure_logging(verbose)
+    settings = settings_from_flags(
+        config,
+        database__url=(database_url, "--database-url"), database__table=(table, "--table"),
+        batch__max_size=(batch_size, "--batch-size"), batch__use_batch_insert=(batch_insert, "--batch-insert"),
+        batch__validate_before_send=(validate, "--validate"),
+        deduplication__window_ms=(dedup_window_ms, "--dedup-window-ms"),
+        deduplication__track_attempts=(track_attempts, "--track-attempts"),
+        deduplication__reject_duplicates=(reject_duplicates, "--reject-duplicates"),
+        deduplication__on_error=(on_dedup_error.value if on_dedup_error else None, "--on-dedup-error"),
+        defaults__transport=(transport, "--transport"), defaults__priority=(priority, "--priority"),
+    )
+    source_name = "<stdin>" if file == "-" else file
+    options = SendOptions(KeySource(key_field, key_template, key_from_content), dry_run, max_errors, source_name)
+    output = OutputOptions(output_format, table_limit, report, quiet, log_file)
+    records = read_records(file, format=input_format.value if input_format else None,
+                           encoding=encoding, delimiter=delimiter)
+    raise typer.Exit(run_send(records, settings, options, output, lock))
+
+
+def run_send(records, settings: Settings, options: SendOptions, output: OutputOptions, lock: str | None) -> int:
+    """Send the records, render every result and return the exit status."""
+    stdout = make_console()
+    stderr = make_console(stderr=True)
+    sinks: list = [ErrorLines(stderr, options.source_name)]
+    results_output = None
+    if not output.quiet:
+        results_output = (JsonLinesOutput(sys.stdout) if output.format is OutputFormat.jsonl
+                          else TableOutput(stdout, output.table_limit))
+        sinks.append(results_output)
+    report = ReportWriter(output.report) if output.report else None
+    if report:
+        sinks.append(report)
+
+    def on_result(result: Result) -> None:
+        for sink in sinks:
+            sink.add(result)
+
+    stop = StopRequest()
+    summary = RunSummary()
+    started_at = dt.datetime.now(dt.timezone.utc)
+    exit_code = ExitCode.OK
+    error: SymphonyError | None = None
+    try:
+        with stop.installed(), _progress(stderr, output.quiet) as advance:
+            send_records(records, settings, options, lambda r: (on_result(r), advance()),
+                         should_stop=stop, lock=lock, summary=summary)
+    except SymphonyError as caught:
+        error, exit_code = caught, caught.exit_code
+    except KeyboardInterrupt:
+        exit_code = ExitCode.INTERRUPTED
+        summary.stopped_reason = "interrupted"
+    finally:
+        summary.finish()
+        if report:
+            report.close()
+    if results_output is not None:
+        results_output.finish(f"{options.source_name}{' (dry run)' if options.dry_run else ''}")
+    sinks[0].finish()
+    if summary.stopped_reason == "interrupted":
+        exit_code = ExitCode.INTERRUPTED
+    elif exit_code is ExitCode.OK and not summary.all_ok:
+        exit_code = ExitCode.MESSAGES_NOT_ENQUEUED
+    stderr.print(summary_line(summary), soft_wrap=True)
+    if error is not None:
+        print_error(str(error))
+    if output.log_file:
+        _append_log(output.log_file, started_at, options.source_name, summary, exit_code, error)
+    return int(exit_code)
+
+
+@contextlib.contextmanager
+def _progress(console, quiet: bool):
+    """Yield a function to call per result; it drives a progress display only on a terminal."""
+    if quiet or not console.is_terminal:
+        yield lambda: None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.completed:,} messages"), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        task = progress.add_task("send", total=None)
+        yield lambda: progress.advance(task)
+
+
+def _append_log(path: Path, started_at: dt.datetime, source: str, summary: RunSummary, exit_code: int,
+                error: SymphonyError | None) -> None:
+    entry = {
+        "started_at": started_at.isoformat(timespec="milliseconds"),
+        "pid": os.getpid(),
+        "file": source,
+        "counts": {status.value: count for status, count in summary.counts.items()},
+        "duration_s": round(summary.elapsed, 3),
+        "stopped": summary.stopped_reason,
+        "exit_code": int(exit_code),
+        "error": mask_url(str(error)) if error else None,
+    }
+    with path.open("a", encoding="utf-8") as stream:
+        stream.write(json.dumps(entry, ensure_ascii=False) + "\n")

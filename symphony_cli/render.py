@@ -1,0 +1,142 @@
+"""Output: the result table or JSON Lines on stdout, errors and the summary on stderr, reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+from typing import IO, Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .results import OK_STATUSES, Result, RunSummary, Status
+
+MAX_ERROR_LINES = 50  # per run on stderr; the table and --report list every error
+STATUS_STYLES = {
+    Status.SENT: "green", Status.WOULD_SEND: "green", Status.DUPLICATE: "cyan",
+    Status.REJECTED: "yellow", Status.CONFLICT: "yellow", Status.INVALID: "red", Status.FAILED: "bold red",
+}
+RESULT_FIELDS = ("line", "status", "message_id", "idempotency_key", "transport", "type", "error")
+
+
+# Off a terminal with no COLUMNS, tables take their natural width instead of rich's default of
+# 80 columns, so that a log line is never folded; with COLUMNS set, long cells fold, never cut.
+UNBOUNDED_WIDTH = 10_000
+
+
+def make_console(stream: IO[str] | None = None, *, stderr: bool = False) -> Console:
+    """Return a console that never cuts text; rich honours NO_COLOR and writes plain text off a terminal."""
+    console = Console(file=stream, stderr=stderr, soft_wrap=False, highlight=False, emoji=False)
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console.width = UNBOUNDED_WIDTH
+    return console
+
+
+class TableOutput:
+    """Collect results for the table: every one up to `limit`, after that only those not enqueued."""
+
+    def __init__(self, console: Console, limit: int) -> None:
+        self.console = console
+        self.limit = limit
+        self.rows: list[Result] = []
+        self.seen = 0
+        self.hidden = 0
+
+    def add(self, result: Result) -> None:
+        self.seen += 1
+        if self.seen <= self.limit or result.status not in OK_STATUSES:
+            self.rows.append(result)
+        else:
+            self.hidden += 1
+
+    def finish(self, title: str) -> None:
+        if not self.rows:
+            return
+        table = Table(title=title, title_justify="left")
+        for name, justify in (("Line", "right"), ("Type", "left"), ("Transport", "left"), ("Idempotency key", "left"),
+                              ("Status", "left"), ("Message ID", "right"), ("Error", "left")):
+            table.add_column(name, justify=justify, overflow="fold")
+        for result in sorted(self.rows, key=lambda row: row.line):
+            table.add_row(str(result.line), result.type or "", result.transport or "", result.idempotency_key or "",
+                          Text(result.status.value, style=STATUS_STYLES[result.status]),
+                          "" if result.message_id is None else str(result.message_id), result.error or "")
+        self.console.print(table)
+        if self.hidden:
+            self.console.print(f"{self.hidden:,} enqueued messages past --table-limit {self.limit:,} are not shown; "
+                               "use --report PATH to list every message.")
+
+
+class JsonLinesOutput:
+    """Write one JSON object per result to stdout as it completes."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+
+    def add(self, result: Result) -> None:
+        self.stream.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+
+    def finish(self, title: str) -> None:
+        self.stream.flush()
+
+
+class ReportWriter:
+    """Write every result to a CSV or JSON Lines file, chosen by the file's extension."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.is_csv = path.suffix.lower() == ".csv"
+        self.stream = path.open("w", encoding="utf-8", newline="" if self.is_csv else None)
+        if self.is_csv:
+            self.writer = csv.DictWriter(self.stream, fieldnames=RESULT_FIELDS)
+            self.writer.writeheader()
+
+    def add(self, result: Result) -> None:
+        row = result.to_dict()
+        if self.is_csv:
+            self.writer.writerow(row)
+        else:
+            self.stream.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class ErrorLines:
+    """Print `FILE:LINE: error` on stderr for results that were not enqueued, up to a cap."""
+
+    def __init__(self, console: Console, source: str) -> None:
+        self.console = console
+        self.source = source
+        self.count = 0
+
+    def add(self, result: Result) -> None:
+        if result.status in OK_STATUSES:
+            return
+        self.count += 1
+        if self.count <= MAX_ERROR_LINES:
+            text = result.error or result.status.value
+            self.console.print(Text(f"{self.source}:{result.line}: {result.status.value}: {text}"), soft_wrap=True)
+
+    def finish(self) -> None:
+        if self.count > MAX_ERROR_LINES:
+            self.console.print(f"... and {self.count - MAX_ERROR_LINES:,} more; the table or --report lists them all")
+
+
+def summary_line(summary: RunSummary) -> str:
+    """Return e.g. '95 sent, 3 duplicate, 2 invalid; 100 messages in 0.21 s (476 messages/s)'."""
+    counts = ", ".join(f"{summary.counts[status]:,} {status.value}" for status in Status if summary.counts[status])
+    rate = summary.total / summary.elapsed if summary.elapsed > 0 else 0.0
+    line = (f"{counts or 'no messages'}; {summary.total:,} messages in {summary.elapsed:.2f} s "
+            f"({rate:,.0f} messages/s)")
+    if summary.stopped_reason:
+        line += f"; {summary.stopped_reason} after line {summary.last_line}"
+    return line
+
+
+def print_json(data: Any, stream: IO[str] | None = None) -> None:
+    stream = stream or sys.stdout
+    stream.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
