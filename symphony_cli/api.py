@@ -62,6 +62,9 @@ def dispatch_batch(
 
     def records() -> Iterable[Record]:
         for index, message in enumerate(messages):
+            if not isinstance(message, Mapping):
+                yield Record(index + 1, None, f"message must be a mapping (a JSON object), found {type(message).__name__}")
+                continue
             fields = dict(message)
             if idempotency_key is not None:
                 fields["idempotency_key"] = idempotency_key(message, index)

@@ -143,6 +143,9 @@ class Dispatcher:
         except StoreError as error:
             self._abandon_buffers(f"not sent: {error}", chunk)
             raise
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("chunk of %d %s messages (lines %d-%d): %s", len(chunk), transport, chunk[0].line,
+                         chunk[-1].line, _count_statuses(outcomes))
         reports = [self._report(outcome) for outcome in outcomes]
         for outcome in outcomes:
             reports += self._resolve_followers(outcome)
@@ -300,6 +303,13 @@ class Dispatcher:
         for message in sorted(waiting, key=lambda m: m.line):
             self._emit(Result(message.line, Status.FAILED, None, message.idempotency_key, message.transport,
                               message.type, reason))
+
+
+def _count_statuses(outcomes: list[Outcome]) -> str:
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.status.value] = counts.get(outcome.status.value, 0) + 1
+    return ", ".join(f"{count} {status}" for status, count in counts.items())
 
 
 def _invalid_result(record: Record, error: str) -> Result:

@@ -85,7 +85,8 @@ def read_records(source: str | os.PathLike, *, format: str | None = None, encodi
 
     if format is not None and format not in FORMATS:
         raise InputError(f"unknown format {format!r}; use jsonl, json or csv")
-    if format is None and path is not None:
+    if format is None and path is not None and os.path.isfile(path):
+        # A missing file or a directory gets its own error when it is opened, not one about its extension.
         format = _format_from_extension(name)
     if delimiter is not None:
         delimiter = _resolve_delimiter(delimiter)
@@ -105,7 +106,7 @@ def _format_from_extension(name: str) -> str:
     if extension not in _EXTENSION_FORMATS:
         raise InputError(
             f"{name}: cannot tell the format from the extension {extension or '(none)'!r}; "
-            "pass --format jsonl, json or csv"
+            "pass --input-format jsonl, json or csv"
         )
     return _EXTENSION_FORMATS[extension]
 

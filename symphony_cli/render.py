@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from .errors import ConfigError
 from .results import OK_STATUSES, Result, RunSummary, Status
 
 MAX_ERROR_LINES = 50  # per run on stderr; the table and --report list every error
@@ -37,19 +38,21 @@ def make_console(stream: IO[str] | None = None, *, stderr: bool = False) -> Cons
 
 
 class TableOutput:
-    """Collect results for the table: every one up to `limit`, after that only those not enqueued."""
+    """Collect results for the table: every one not enqueued, and the first `limit` enqueued ones."""
 
     def __init__(self, console: Console, limit: int) -> None:
         self.console = console
         self.limit = limit
         self.rows: list[Result] = []
-        self.seen = 0
+        self.shown_ok = 0  # enqueued results in rows; results not enqueued never count against the limit
         self.hidden = 0
 
     def add(self, result: Result) -> None:
-        self.seen += 1
-        if self.seen <= self.limit or result.status not in OK_STATUSES:
+        if result.status not in OK_STATUSES:
             self.rows.append(result)
+        elif self.shown_ok < self.limit:
+            self.rows.append(result)
+            self.shown_ok += 1
         else:
             self.hidden += 1
 
@@ -66,7 +69,8 @@ class TableOutput:
                           "" if result.message_id is None else str(result.message_id), result.error or "")
         self.console.print(table)
         if self.hidden:
-            self.console.print(f"{self.hidden:,} enqueued messages past --table-limit {self.limit:,} are not shown; "
+            self.console.print(f"{self.hidden:,} more rows with status sent, duplicate or would-send are not shown "
+                               f"(--table-limit {self.limit:,}); "
                                "use --report PATH to list every message.")
 
 
@@ -89,7 +93,10 @@ class ReportWriter:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.is_csv = path.suffix.lower() == ".csv"
-        self.stream = path.open("w", encoding="utf-8", newline="" if self.is_csv else None)
+        try:
+            self.stream = path.open("w", encoding="utf-8", newline="" if self.is_csv else None)
+        except OSError as error:
+            raise ConfigError(f"--report {path}: cannot write the file: {error.strerror or error}") from None
         if self.is_csv:
             self.writer = csv.DictWriter(self.stream, fieldnames=RESULT_FIELDS)
             self.writer.writeheader()
@@ -130,7 +137,8 @@ def summary_line(summary: RunSummary) -> str:
     """Return e.g. '95 sent, 3 duplicate, 2 invalid; 100 messages in 0.21 s (476 messages/s)'."""
     counts = ", ".join(f"{summary.counts[status]:,} {status.value}" for status in Status if summary.counts[status])
     rate = summary.total / summary.elapsed if summary.elapsed > 0 else 0.0
-    line = (f"{counts or 'no messages'}; {summary.total:,} messages in {summary.elapsed:.2f} s "
+    noun = "message" if summary.total == 1 else "messages"
+    line = (f"{counts or 'no messages'}; {summary.total:,} {noun} in {summary.elapsed:.2f} s "
             f"({rate:,.0f} messages/s)")
     if summary.stopped_reason:
         line += f"; {summary.stopped_reason} after line {summary.last_line}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import io
+import sys
+
 import typer
 
 from . import config_cmd, db, dedup_cmd
@@ -29,4 +32,9 @@ app.add_typer(db.app, name="db")
 
 
 def main() -> None:
+    # Under an ASCII-only locale, show characters the terminal cannot encode as \u escapes
+    # instead of failing with UnicodeEncodeError halfway through the output.
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     app()

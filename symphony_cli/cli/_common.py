@@ -31,7 +31,9 @@ def error_console():
 
 
 def print_error(text: str) -> None:
-    error_console().print(Text(f"error: {mask_url(text)}"))
+    """Print `error: TEXT` as one line; libpq's multi-line messages are joined with spaces."""
+    one_line = " ".join(line.strip() for line in text.splitlines() if line.strip())
+    error_console().print(Text(f"error: {mask_url(one_line)}"), soft_wrap=True)
 
 
 def handle_errors(command: F) -> F:

@@ -157,10 +157,13 @@ def purge(
     older_than: Annotated[str | None, typer.Option(metavar="DURATION", help="Delete attempts older than this (default: the deduplication window)")] = None,
 ) -> None:
     """Delete expired keys and old attempts; keys inside their window are never deleted."""
+    age = parse_duration(older_than, "--older-than") if older_than else None
     settings, store = _open(config, database_url, table)
-    age = parse_duration(older_than, "--older-than") if older_than else dt.timedelta(milliseconds=settings.window_ms)
+    if age is None:
+        age = dt.timedelta(milliseconds=settings.window_ms)
+        older_than = f"{settings.window_ms:,} ms (the deduplication window)"
     try:
         counts = store.purge(age)
     finally:
         store.close()
-    make_console().print(f"deleted {counts.keys:,} expired keys and {counts.attempts:,} attempts older than {age}")
+    make_console().print(f"deleted {counts.keys:,} expired keys and {counts.attempts:,} attempts older than {older_than}")

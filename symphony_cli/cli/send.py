@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import itertools
 import json
 import os
 import signal
@@ -18,10 +19,10 @@ import typer
 
 from ..api import send_records
 from ..config import Settings, mask_url
-from ..dedup import KeySource
+from ..dedup import KeySource, make_key_function
 from ..dispatcher import SendOptions
-from ..errors import ExitCode, SymphonyError
-from ..readers import read_records
+from ..errors import ConfigError, ExitCode, SymphonyError
+from ..readers import Record, read_records
 from ..render import ErrorLines, JsonLinesOutput, ReportWriter, TableOutput, make_console, summary_line
 from ..results import Result, RunSummary
 from ._common import (ConfigOption, DatabaseUrlOption, TableOption, configure_logging, handle_errors, print_error,
@@ -146,30 +147,20 @@ def send(
     )
     source_name = "<stdin>" if file == "-" else file
     options = SendOptions(KeySource(key_field, key_template, key_from_content), dry_run, max_errors, source_name)
+    make_key_function(options.key_source)  # raises ConfigError for bad key flags before the store is opened
     output = OutputOptions(output_format, table_limit, report, quiet, log_file)
     records = read_records(file, format=input_format.value if input_format else None,
                            encoding=encoding, delimiter=delimiter)
     raise typer.Exit(run_send(records, settings, options, output, lock))
 
 
-def run_send(records, settings: Settings, options: SendOptions, output: OutputOptions, lock: str | None) -> int:
+def run_send(records: Iterator[Record], settings: Settings, options: SendOptions, output: OutputOptions,
+             lock: str | None) -> int:
     """Send the records, render every result and return the exit status."""
-    stdout = make_console()
     stderr = make_console(stderr=True)
-    sinks: list = [ErrorLines(stderr, options.source_name)]
-    results_output = None
-    if not output.quiet:
-        results_output = (JsonLinesOutput(sys.stdout) if output.format is OutputFormat.jsonl
-                          else TableOutput(stdout, output.table_limit))
-        sinks.append(results_output)
-    report = ReportWriter(output.report) if output.report else None
-    if report:
-        sinks.append(report)
-
-    def on_result(result: Result) -> None:
-        for sink in sinks:
-            sink.add(result)
-
+    if output.log_file:
+        _check_log_file(output.log_file)
+    sinks = _Sinks(output, options.source_name, stderr)
     stop = StopRequest()
     summary = RunSummary()
     started_at = dt.datetime.now(dt.timezone.utc)
@@ -177,7 +168,8 @@ def run_send(records, settings: Settings, options: SendOptions, output: OutputOp
     error: SymphonyError | None = None
     try:
         with stop.installed(), _progress(stderr, output.quiet) as advance:
-            send_records(records, settings, options, lambda r: (on_result(r), advance()),
+            records = _read_first(records)
+            send_records(records, settings, options, lambda result: (sinks.add(result), advance()),
                          should_stop=stop, lock=lock, summary=summary)
     except SymphonyError as caught:
         error, exit_code = caught, caught.exit_code
@@ -186,21 +178,50 @@ def run_send(records, settings: Settings, options: SendOptions, output: OutputOp
         summary.stopped_reason = "interrupted"
     finally:
         summary.finish()
-        if report:
-            report.close()
-    if results_output is not None:
-        results_output.finish(f"{options.source_name}{' (dry run)' if options.dry_run else ''}")
-    sinks[0].finish()
+        sinks.finish(options.dry_run)
+
     if summary.stopped_reason == "interrupted":
         exit_code = ExitCode.INTERRUPTED
     elif exit_code is ExitCode.OK and not summary.all_ok:
         exit_code = ExitCode.MESSAGES_NOT_ENQUEUED
-    stderr.print(summary_line(summary), soft_wrap=True)
+    if summary.total or error is None:
+        stderr.print(summary_line(summary), soft_wrap=True)
     if error is not None:
         print_error(str(error))
     if output.log_file:
         _append_log(output.log_file, started_at, options.source_name, summary, exit_code, error)
     return int(exit_code)
+
+
+class _Sinks:
+    """Everything a result goes to: stderr error lines, the stdout table or JSON Lines, a report."""
+
+    def __init__(self, output: OutputOptions, source_name: str, stderr) -> None:
+        self.source_name = source_name
+        self.error_lines = ErrorLines(stderr, source_name)
+        self.results_output = None
+        if not output.quiet:
+            self.results_output = (JsonLinesOutput(sys.stdout) if output.format is OutputFormat.jsonl
+                                   else TableOutput(make_console(), output.table_limit))
+        self.report = ReportWriter(output.report) if output.report else None
+        self.all = [sink for sink in (self.error_lines, self.results_output, self.report) if sink is not None]
+
+    def add(self, result: Result) -> None:
+        for sink in self.all:
+            sink.add(result)
+
+    def finish(self, dry_run: bool) -> None:
+        if self.report:
+            self.report.close()
+        if self.results_output is not None:
+            self.results_output.finish(f"{self.source_name}{' (dry run)' if dry_run else ''}")
+        self.error_lines.finish()
+
+
+def _read_first(records: Iterator[Record]) -> Iterator[Record]:
+    """Read the first record now, so that unreadable input fails before the store is opened."""
+    first = next(records, None)  # a missing, empty or unreadable file raises InputError here
+    return records if first is None else itertools.chain([first], records)
 
 
 @contextlib.contextmanager
@@ -215,6 +236,14 @@ def _progress(console, quiet: bool):
                   console=console, transient=True) as progress:
         task = progress.add_task("send", total=None)
         yield lambda: progress.advance(task)
+
+
+def _check_log_file(path: Path) -> None:
+    """Raise ConfigError if the run log cannot be appended to, so that no message is sent first."""
+    try:
+        path.open("a", encoding="utf-8").close()
+    except OSError as error:
+        raise ConfigError(f"--log-file {path}: cannot append to the file: {error.strerror or error}") from None
 
 
 def _append_log(path: Path, started_at: dt.datetime, source: str, summary: RunSummary, exit_code: int,

@@ -109,7 +109,7 @@ class SQLiteStore:
         self.clock = clock  # milliseconds since the epoch; tests pass a fixed clock
         self._messages, self._keys, self._attempts = (
             quote(_flat(tables, name)) for name in (tables.messages, tables.keys, tables.attempts))
-        self.connection = self._connect()
+        self.connection = self._connect(create=auto_create)
         if not self._schema_exists():
             if not auto_create:
                 raise SchemaMissingError(
@@ -117,7 +117,10 @@ class SQLiteStore:
                     "database.auto_create is false; run 'symphony db init' first")
             self.create_schema()
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, create: bool) -> sqlite3.Connection:
+        if not create and not self.path.is_file():
+            raise SchemaMissingError(f"SQLite database {self.path} does not exist and database.auto_create is "
+                                     "false; run 'symphony db init' first")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
