@@ -1,15 +1,16 @@
-"""Measure how fast symphony enqueues messages, against plain psycopg and sqlite-utils.
+"""Measure how fast symphony enqueues messages, against plain psycopg, COPY and sqlite-utils.
 
 One run measures every method on the same machine, the same PostgreSQL server and the same
-outbox table (symphony's own DDL, recreated before every run), and prints the median of
---runs runs per method with its ratio to COPY, then checks the targets in docs/benchmarks.md.
+outbox table (symphony's own DDL, dropped and created again before every run), prints the
+median of --runs runs per method with its ratio to COPY, and checks the targets listed in
+docs/benchmarks.md.
 
     python benchmarks/throughput.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
 
 The script creates a database named symphony_bench_<pid> on that server, works only there
-and drops it at the end, so the connecting role needs CREATEDB. SQLite runs use a temporary
-directory. The sqlite-utils comparison needs `python -m pip install sqlite-utils` in the
-same environment; without it that comparison is skipped. Progress goes to stderr.
+and drops it at the end, so the role needs CREATEDB. SQLite runs use a temporary directory.
+The sqlite-utils comparison needs `python -m pip install sqlite-utils` in the same
+environment, and is skipped without it. Progress goes to stderr, the results to stdout.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import contextlib
 import dataclasses
 import json
 import os
+import platform
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -37,10 +40,13 @@ from symphony_cli.results import Status
 from symphony_cli.stores.base import TableNames
 from symphony_cli.stores.postgres import schema_statements
 
+from workload import make_messages, write_jsonl
+
 TABLE = "bench_outbox"
 COLUMNS = ("type", "transport", "priority", "payload", "idempotency_key")
 URL_VARIABLE = "SYMPHONY_BENCH_DATABASE_URL"
 STARTUP_LIMIT_S = 0.3
+BATCH_SIZES = (100, 1000)  # the default batch.max_size, and a larger one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,9 +61,9 @@ class Options:
 
 @dataclasses.dataclass
 class Figure:
-    """One method's measured rates in messages per second, one per run."""
+    """One method's rates in messages per second, one per run."""
 
-    name: str
+    label: str
     messages: int
     rates: list[float] = dataclasses.field(default_factory=list)
 
@@ -65,36 +71,19 @@ class Figure:
     def median(self) -> float:
         return statistics.median(self.rates)
 
+    def add(self, seconds: float, run: int) -> None:
+        self.rates.append(self.messages / seconds)
+        progress(f"  {self.label}: run {run}: {self.messages / seconds:,.0f} messages/s ({seconds:.2f} s)")
+
 
 def progress(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-# -- data
-
-
-def make_messages(count: int) -> list[dict]:
-    """Return `count` messages with a unique key each and a payload of about 200 bytes of JSON."""
-    messages = []
-    for index in range(count):
-        payload = {
-            "to": f"customer-{index:07d}@example.com",
-            "subject": f"Your order {index:07d} has shipped",
-            "order_id": index,
-            "template": "order-shipped",
-            "locale": "en-GB",
-            "tracking_url": f"https://tracking.example.com/parcels/{index:012d}",
-            "amount": round(index * 0.37 % 500, 2),
-        }
-        messages.append({"type": "EmailMessage", "transport": "email", "priority": 5,
-                         "idempotency_key": f"order-shipped-{index:07d}", "payload": payload})
-    return messages
-
-
-def write_jsonl(messages: list[dict], path: Path) -> None:
-    with path.open("w", encoding="utf-8") as stream:
-        for message in messages:
-            stream.write(json.dumps(message, ensure_ascii=False) + "\n")
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
 
 
 def row_of(message: dict) -> tuple:
@@ -102,7 +91,7 @@ def row_of(message: dict) -> tuple:
             json.dumps(message["payload"], separators=(",", ":")), message["idempotency_key"])
 
 
-# -- PostgreSQL
+# -- PostgreSQL without symphony
 
 
 @contextlib.contextmanager
@@ -119,7 +108,7 @@ def bench_database(server_url: str) -> Iterator[str]:
 
 
 def recreate_tables(url: str) -> None:
-    """Drop and create the outbox, keys and attempts tables with symphony's DDL."""
+    """Drop the outbox, keys and attempts tables and create them with symphony's DDL."""
     tables = TableNames(None, TABLE)
     with psycopg.connect(url, autocommit=True) as connection:
         for name in (tables.messages, tables.keys, tables.attempts):
@@ -128,9 +117,11 @@ def recreate_tables(url: str) -> None:
             connection.execute(statement)
 
 
-def count_rows(url: str) -> int:
+def check_row_count(url: str, expected: int, method: str) -> None:
     with psycopg.connect(url) as connection:
-        return connection.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE))).fetchone()[0]
+        found = connection.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(TABLE))).fetchone()[0]
+    if found != expected:
+        raise RuntimeError(f"{method}: expected {expected:,} rows in {TABLE}, found {found:,}")
 
 
 def insert_query() -> sql.Composed:
@@ -160,6 +151,9 @@ def insert_copy(url: str, messages: list[dict]) -> None:
                 copy.write_row(row_of(message))
 
 
+# -- symphony
+
+
 def dispatch_through_api(url: str, messages: list[dict], batch_size: int, expected: Status) -> None:
     settings = load_settings(env={}, flags={"database.url": (url, "--database-url"),
                                             "database.table": (TABLE, "--table"),
@@ -167,24 +161,7 @@ def dispatch_through_api(url: str, messages: list[dict], batch_size: int, expect
     results = dispatch_batch(messages, settings=settings)
     wrong = [result for result in results if result.status is not expected]
     if wrong:
-        raise RuntimeError(f"{len(wrong)} messages ended {wrong[0].status.value}, not {expected.value}: {wrong[0]}")
-
-
-def timed(action: Callable[[], object]) -> float:
-    started = time.perf_counter()
-    action()
-    return time.perf_counter() - started
-
-
-def measure(figure: Figure, run: Callable[[], object], prepare: Callable[[], object] = lambda: None) -> None:
-    for number in range(1, OPTIONS.runs + 1):
-        prepare()
-        seconds = timed(run)
-        figure.rates.append(figure.messages / seconds)
-        progress(f"  {figure.name}: run {number}: {figure.messages / seconds:,.0f} messages/s ({seconds:.2f} s)")
-
-
-# -- whole processes
+        raise RuntimeError(f"{len(wrong):,} messages ended {wrong[0].status.value}, not {expected.value}: {wrong[0]}")
 
 
 def tool_path(name: str) -> str | None:
@@ -193,111 +170,101 @@ def tool_path(name: str) -> str | None:
 
 
 def clean_environment() -> dict[str, str]:
-    """Return the environment without SYMPHONY_* variables, so only the flags configure a run."""
+    """Return the environment without SYMPHONY_* variables, so that only flags configure a run."""
     return {name: value for name, value in os.environ.items() if not name.startswith("SYMPHONY_")}
 
 
-def run_process(command: list[str], cwd: Path, ok_codes: tuple[int, ...] = (0,)) -> float:
+def run_process(command: list[str], cwd: Path) -> float:
+    """Run a command with stdout to /dev/null and return its wall time in seconds."""
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=cwd, env=clean_environment(), stdout=subprocess.DEVNULL,
                                stderr=subprocess.PIPE, text=True)
     seconds = time.perf_counter() - started
-    if completed.returncode not in ok_codes:
+    if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} exited {completed.returncode}: {completed.stderr[-2000:]}")
     return seconds
-
-
-def measure_process(figure: Figure, command: list[str], cwd: Path,
-                    prepare: Callable[[], object] = lambda: None) -> None:
-    for number in range(1, OPTIONS.runs + 1):
-        prepare()
-        seconds = run_process(command, cwd)
-        figure.rates.append(figure.messages / seconds)
-        progress(f"  {figure.name}: run {number}: {figure.messages / seconds:,.0f} messages/s ({seconds:.2f} s)")
 
 
 # -- the measurements
 
 
-def measure_postgres(url: str, messages: list[dict], jsonl: Path, workdir: Path) -> dict[str, Figure]:
+def measure_postgres(options: Options, url: str, messages: list[dict], jsonl: Path,
+                     workdir: Path) -> dict[str, Figure]:
     count = len(messages)
-    subset = messages[:OPTIONS.per_row_messages]
-    figures = {name: Figure(label, size) for name, label, size in (
-        ("per_row", f"INSERT per message, autocommit ({len(subset):,} messages)", len(subset)),
-        ("executemany", "psycopg executemany, one transaction", count),
-        ("api_100", "dispatch_batch, batch 100", count),
-        ("dup_100", "dispatch_batch again, all duplicates, batch 100", count),
-        ("api_1000", "dispatch_batch, batch 1000", count),
-        ("dup_1000", "dispatch_batch again, all duplicates, batch 1000", count),
-        ("cli_100", "symphony send JSONL, batch 100", count),
-        ("cli_1000", "symphony send JSONL, batch 1000", count),
-        ("copy", "COPY (cursor.copy)", count),
-    )}
-    prepare = lambda: recreate_tables(url)  # noqa: E731
+    subset = messages[:options.per_row_messages]
+    figures = {"per_row": Figure(f"INSERT per message, autocommit ({len(subset):,} msgs)", len(subset)),
+               "executemany": Figure("psycopg executemany, one transaction", count)}
+    for size in BATCH_SIZES:
+        figures[f"api_{size}"] = Figure(f"dispatch_batch, batch {size}", count)
+        figures[f"dup_{size}"] = Figure(f"dispatch_batch again (all duplicates), batch {size}", count)
+    for size in BATCH_SIZES:
+        figures[f"cli_{size}"] = Figure(f"symphony send, table output, batch {size}", count)
+        figures[f"cli_jsonl_{size}"] = Figure(f"symphony send --format jsonl, batch {size}", count)
+    figures["copy"] = Figure("COPY (cursor.copy), one transaction", count)
 
-    progress("PostgreSQL: one INSERT per message")
-    measure(figures["per_row"], lambda: insert_per_row(url, subset), prepare)
-    progress("PostgreSQL: executemany")
-    measure(figures["executemany"], lambda: insert_executemany(url, messages), prepare)
-    for size in (100, 1000):
-        progress(f"PostgreSQL: dispatch_batch at batch size {size}, then again (all duplicates)")
-        for number in range(1, OPTIONS.runs + 1):
+    def repeat(figure: Figure, action: Callable[[], object]) -> None:
+        for run in range(1, options.runs + 1):
             recreate_tables(url)
-            for name, expected in ((f"api_{size}", Status.SENT), (f"dup_{size}", Status.DUPLICATE)):
-                seconds = timed(lambda: dispatch_through_api(url, messages, size, expected))
-                figures[name].rates.append(count / seconds)
-                progress(f"  {figures[name].name}: run {number}: {count / seconds:,.0f} messages/s ({seconds:.2f} s)")
-        if count_rows(url) != count:
-            raise RuntimeError(f"expected {count} rows after dispatch_batch, found {count_rows(url)}")
-    symphony = tool_path("symphony")
-    for size in (100, 1000):
-        progress(f"PostgreSQL: symphony send at batch size {size}")
-        command = [symphony, "send", str(jsonl), "--database-url", url, "--table", TABLE,
-                   "--batch-size", str(size)]
-        measure_process(figures[f"cli_{size}"], command, workdir, prepare)
-        if count_rows(url) != count:
-            raise RuntimeError(f"expected {count} rows after symphony send, found {count_rows(url)}")
+            figure.add(timed(action), run)
+
+    progress("PostgreSQL: one INSERT per message with autocommit")
+    repeat(figures["per_row"], lambda: insert_per_row(url, subset))
+    progress("PostgreSQL: executemany")
+    repeat(figures["executemany"], lambda: insert_executemany(url, messages))
+    for size in BATCH_SIZES:
+        progress(f"PostgreSQL: dispatch_batch at batch size {size}, then the same messages again")
+        for run in range(1, options.runs + 1):
+            recreate_tables(url)
+            figures[f"api_{size}"].add(timed(lambda: dispatch_through_api(url, messages, size, Status.SENT)), run)
+            figures[f"dup_{size}"].add(timed(lambda: dispatch_through_api(url, messages, size, Status.DUPLICATE)), run)
+        check_row_count(url, count, "dispatch_batch")
+    for size in BATCH_SIZES:
+        for name, output in ((f"cli_{size}", []), (f"cli_jsonl_{size}", ["--format", "jsonl"])):
+            progress(f"PostgreSQL: {figures[name].label}")
+            command = [tool_path("symphony"), "send", str(jsonl), "--database-url", url, "--table", TABLE,
+                       "--batch-size", str(size), *output]
+            repeat(figures[name], lambda: run_process(command, workdir))
+            check_row_count(url, count, "symphony send")
     progress("PostgreSQL: COPY")
-    measure(figures["copy"], lambda: insert_copy(url, messages), prepare)
+    repeat(figures["copy"], lambda: insert_copy(url, messages))
     return figures
 
 
-def measure_sqlite(jsonl: Path, count: int, workdir: Path) -> dict[str, Figure]:
-    figures = {"sqlite_send": Figure("symphony send JSONL, batch 100", count)}
+def measure_sqlite(options: Options, jsonl: Path, count: int, workdir: Path) -> dict[str, Figure]:
     database = workdir / "bench.db"
-
-    def remove_database() -> None:
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{database}{suffix}").unlink(missing_ok=True)
-
-    progress("SQLite: symphony send")
-    measure_process(figures["sqlite_send"], [tool_path("symphony"), "send", str(jsonl), "--database-url",
-                                             str(database), "--table", TABLE], workdir, remove_database)
+    figures = {"sqlite_send": Figure("symphony send, table output, batch 100", count)}
+    commands = {"sqlite_send": [tool_path("symphony"), "send", str(jsonl), "--database-url", str(database),
+                                "--table", TABLE]}
     sqlite_utils = tool_path("sqlite-utils")
     if sqlite_utils is None:
         progress("SQLite: sqlite-utils is not installed, so that comparison is skipped; "
                  "install it with: python -m pip install sqlite-utils")
-        return figures
-    figures["sqlite_utils"] = Figure("sqlite-utils insert --nl", count)
-    progress("SQLite: sqlite-utils insert --nl")
-    measure_process(figures["sqlite_utils"], [sqlite_utils, "insert", str(database), TABLE, str(jsonl), "--nl"],
-                    workdir, remove_database)
+    else:
+        figures["sqlite_utils"] = Figure("sqlite-utils insert --nl", count)
+        commands["sqlite_utils"] = [sqlite_utils, "insert", str(database), TABLE, str(jsonl), "--nl"]
+
+    for name, command in commands.items():
+        progress(f"SQLite: {figures[name].label}")
+        for run in range(1, options.runs + 1):
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{database}{suffix}").unlink(missing_ok=True)
+            figures[name].add(run_process(command, workdir), run)
     return figures
 
 
-def measure_startup(workdir: Path) -> dict[str, float]:
+def measure_startup(options: Options, workdir: Path) -> dict[str, float]:
     """Return the median wall time of `symphony --help` and `symphony config show`, in seconds."""
     symphony = tool_path("symphony")
     medians = {}
     for label, arguments in (("symphony --help", ["--help"]), ("symphony config show", ["config", "show"])):
-        times = [run_process([symphony, *arguments], workdir) for _ in range(OPTIONS.startup_runs)]
+        times = [run_process([symphony, *arguments], workdir) for _ in range(options.startup_runs)]
         medians[label] = statistics.median(times)
         progress(f"start-up: {label}: median {medians[label]:.3f} s of {len(times)} runs")
     return medians
 
 
-def psycopg_imported_for_sqlite(jsonl: Path, workdir: Path) -> bool:
-    """Run `symphony send` on SQLite under -X importtime and report whether psycopg was imported."""
+def psycopg_loaded_for_sqlite(jsonl: Path, workdir: Path) -> bool:
+    """Run `symphony send` on SQLite under -X importtime and return whether psycopg was imported."""
     sample = workdir / "sample.jsonl"
     with jsonl.open(encoding="utf-8") as source:
         sample.write_text("".join(source.readline() for _ in range(10)), encoding="utf-8")
@@ -307,45 +274,55 @@ def psycopg_imported_for_sqlite(jsonl: Path, workdir: Path) -> bool:
         cwd=workdir, env=clean_environment(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"symphony send on SQLite exited {completed.returncode}: {completed.stderr[-2000:]}")
-    imported = [line.rsplit("|", 1)[-1].strip() for line in completed.stderr.splitlines()
-                if line.startswith("import time:")]
-    return any(name == "psycopg" or name.startswith("psycopg.") for name in imported)
+    modules = [line.rsplit("|", 1)[-1].strip() for line in completed.stderr.splitlines()
+               if line.startswith("import time:")]
+    return any(name == "psycopg" or name.startswith("psycopg.") for name in modules)
 
 
 # -- report
 
 
-def print_figures(figures: dict[str, Figure], copy_rate: float | None) -> None:
-    print(f"{'method':<52} {'messages':>9} {'median msg/s':>13} {'vs COPY':>8}  runs (msg/s)")
+def describe_machine(url: str) -> str:
+    with psycopg.connect(url) as connection:
+        server = connection.execute("SHOW server_version").fetchone()[0]
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        cpu = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu)
+    return (f"{os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}, PostgreSQL {server}, "
+            f"psycopg {psycopg.__version__}, SQLite {sqlite3.sqlite_version}")
+
+
+def print_figures(figures: dict[str, Figure], reference: Figure | None, reference_name: str) -> None:
+    print(f"{'method':<52} {'messages':>9} {'median msg/s':>13} {'vs ' + reference_name:>15}  runs (msg/s)")
     for figure in figures.values():
-        ratio = f"{figure.median / copy_rate:.2f}" if copy_rate else "-"
+        ratio = f"{figure.median / reference.median:.2f}" if reference else "-"
         runs = ", ".join(f"{rate:,.0f}" for rate in figure.rates)
-        print(f"{figure.name:<52} {figure.messages:>9,} {figure.median:>13,.0f} {ratio:>8}  {runs}")
+        print(f"{figure.label:<52} {figure.messages:>9,} {figure.median:>13,.0f} {ratio:>15}  {runs}")
 
 
-def print_target(name: str, measured: float, needed: float, unit: str, higher_is_better: bool = True) -> None:
-    passed = measured >= needed if higher_is_better else measured <= needed
-    relation = ">=" if higher_is_better else "<="
+def print_target(name: str, measured: float, needed: float, unit: str = "x", at_most: bool = False) -> None:
+    passed = measured <= needed if at_most else measured >= needed
+    relation = "<=" if at_most else ">="
     print(f"{'PASS' if passed else 'MISS'}  {name}: {measured:.2f}{unit} (target {relation} {needed:g}{unit})")
 
 
-def print_targets(pg: dict[str, Figure], lite: dict[str, Figure], startup: dict[str, float],
-                  psycopg_loaded: bool) -> None:
-    rate = {name: figure.median for name, figure in {**pg, **lite}.items()}
-    print("\nTargets (ratios of the medians above)")
-    print_target("batch 1000 with deduplication / COPY", rate["api_1000"] / rate["copy"], 0.40, "x")
-    print_target("batch 100 / INSERT per message", rate["api_100"] / rate["per_row"], 12, "x")
-    print_target("all-duplicate rerun / first import, batch 100", rate["dup_100"] / rate["api_100"], 2, "x")
-    print(f"      (at batch 1000: {rate['dup_1000'] / rate['api_1000']:.2f}x)")
-    print_target("symphony send / dispatch_batch, batch 100", rate["cli_100"] / rate["api_100"], 0.70, "x")
-    print(f"      (at batch 1000: {rate['cli_1000'] / rate['api_1000']:.2f}x)")
-    if "sqlite_utils" in rate:
-        print_target("SQLite: symphony send / sqlite-utils insert --nl",
-                     rate["sqlite_send"] / rate["sqlite_utils"], 1.0, "x")
-    elif "sqlite_send" in rate:
+def print_targets(rates: dict[str, float], startup: dict[str, float], psycopg_loaded: bool) -> None:
+    print("\nTargets, from the medians above")
+    print_target("dispatch_batch at batch 1000 / COPY", rates["api_1000"] / rates["copy"], 0.40)
+    print_target("dispatch_batch at batch 100 / INSERT per message", rates["api_100"] / rates["per_row"], 12)
+    for size in BATCH_SIZES:
+        print_target(f"all-duplicate rerun / first import, batch {size}",
+                     rates[f"dup_{size}"] / rates[f"api_{size}"], 2)
+    for size in BATCH_SIZES:
+        print_target(f"symphony send (table output) / dispatch_batch, batch {size}",
+                     rates[f"cli_{size}"] / rates[f"api_{size}"], 0.70)
+        print(f"      with --format jsonl: {rates[f'cli_jsonl_{size}'] / rates[f'api_{size}']:.2f}x")
+    if "sqlite_utils" in rates:
+        print_target("SQLite: symphony send / sqlite-utils insert --nl", rates["sqlite_send"] / rates["sqlite_utils"], 1)
+    else:
         print("SKIP  SQLite: sqlite-utils is not installed (python -m pip install sqlite-utils)")
     for label, seconds in startup.items():
-        print_target(f"start-up: {label}, median", seconds, STARTUP_LIMIT_S, " s", higher_is_better=False)
+        print_target(f"start-up: {label}, median", seconds, STARTUP_LIMIT_S, unit=" s", at_most=True)
     print(f"{'MISS' if psycopg_loaded else 'PASS'}  psycopg imported by symphony send on SQLite: "
           f"{'yes' if psycopg_loaded else 'no'}")
 
@@ -353,47 +330,51 @@ def print_targets(pg: dict[str, Figure], lite: dict[str, Figure], startup: dict[
 def parse_options() -> Options:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=os.environ.get(URL_VARIABLE),
-                        help=f"PostgreSQL server to benchmark on (default: ${URL_VARIABLE})")
+                        help=f"PostgreSQL server to measure on (default: ${URL_VARIABLE})")
     parser.add_argument("--messages", type=int, default=100_000, help="messages per run (default: 100,000)")
     parser.add_argument("--per-row-messages", type=int, default=10_000,
-                        help="messages per run for the slow INSERT-per-message method (default: 10,000)")
+                        help="messages per run of the slow INSERT-per-message method (default: 10,000)")
     parser.add_argument("--runs", type=int, default=3, help="runs per method; the median is reported (default: 3)")
     parser.add_argument("--startup-runs", type=int, default=7, help="runs per start-up command (default: 7)")
-    parser.add_argument("--skip-sqlite", action="store_true", help="measure PostgreSQL only")
+    parser.add_argument("--skip-sqlite", action="store_true", help="measure PostgreSQL and start-up only")
     arguments = parser.parse_args()
     if not arguments.database_url:
         parser.error(f"give --database-url or set {URL_VARIABLE}, for example "
                      "postgresql://postgres@127.0.0.1:5432/postgres; the script creates and drops its own database")
+    if arguments.runs < 1 or arguments.messages < 1:
+        parser.error("--runs and --messages must be at least 1")
     return Options(arguments.database_url, arguments.messages, min(arguments.per_row_messages, arguments.messages),
                    arguments.runs, arguments.startup_runs, arguments.skip_sqlite)
 
 
 def main() -> None:
-    messages = make_messages(OPTIONS.messages)
+    options = parse_options()
+    messages = make_messages(options.messages)
     payload_bytes = statistics.mean(len(row_of(message)[3]) for message in messages[:1000])
     with tempfile.TemporaryDirectory(prefix="symphony-bench-") as directory:
         workdir = Path(directory)
         jsonl = workdir / "messages.jsonl"
-        write_jsonl(messages, jsonl)
-        progress(f"{len(messages):,} messages, payload {payload_bytes:.0f} bytes of JSON on average, "
-                 f"{jsonl.stat().st_size / 1e6:.1f} MB of JSONL")
-        with bench_database(OPTIONS.database_url) as url:
-            pg = measure_postgres(url, messages, jsonl, workdir)
-        lite = {} if OPTIONS.skip_sqlite else measure_sqlite(jsonl, len(messages), workdir)
-        startup = measure_startup(workdir)
-        psycopg_loaded = psycopg_imported_for_sqlite(jsonl, workdir)
+        write_jsonl(jsonl, len(messages))
+        progress(f"{len(messages):,} messages, {payload_bytes:.0f} payload bytes of JSON on average, "
+                 f"{jsonl.stat().st_size / 1e6:.1f} MB of JSON Lines")
+        with bench_database(options.database_url) as url:
+            machine = describe_machine(url)
+            postgres = measure_postgres(options, url, messages, jsonl, workdir)
+        sqlite = {} if options.skip_sqlite else measure_sqlite(options, jsonl, len(messages), workdir)
+        startup = measure_startup(options, workdir)
+        psycopg_loaded = psycopg_loaded_for_sqlite(jsonl, workdir)
 
-    print(f"symphony throughput: {len(messages):,} messages of about {payload_bytes:.0f} payload bytes, "
-          f"median of {OPTIONS.runs} runs; Python {sys.version.split()[0]}, psycopg {psycopg.__version__}, "
-          f"{os.cpu_count()} CPUs")
-    print("\nPostgreSQL, one table with symphony's DDL, recreated before each run")
-    print_figures(pg, pg["copy"].median)
-    if lite:
-        print("\nSQLite, whole processes on one JSONL file, a new database file each run")
-        print_figures(lite, None)
-    print_targets(pg, lite, startup, psycopg_loaded)
+    print(f"symphony throughput: {len(messages):,} messages with {payload_bytes:.0f}-byte payloads, "
+          f"median of {options.runs} runs each")
+    print(f"machine: {machine}")
+    print("\nPostgreSQL: one table with symphony's DDL, created again before each run")
+    print_figures(postgres, postgres["copy"], "COPY")
+    if sqlite:
+        print("\nSQLite: whole processes on one JSON Lines file, a new database file each run")
+        print_figures(sqlite, sqlite.get("sqlite_utils"), "sqlite-utils")
+    rates = {name: figure.median for name, figure in {**postgres, **sqlite}.items()}
+    print_targets(rates, startup, psycopg_loaded)
 
 
 if __name__ == "__main__":
-    OPTIONS = parse_options()
     main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from .config import Settings, load_settings
@@ -20,7 +21,8 @@ KeyCallable = Callable[[Mapping[str, Any], int], "str | None"]
 def send_records(records: Iterable[Record], settings: Settings, options: SendOptions,
                  on_result: Callable[[Result], None], *, should_stop: Callable[[], bool] = lambda: False,
                  lock: str | None = None, store: Store | None = None,
-                 summary: RunSummary | None = None) -> RunSummary:
+                 summary: RunSummary | None = None,
+                 shield: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext) -> RunSummary:
     """Open the store (unless given), hold the optional lock and send every record.
 
     Pass `summary` to read the counts even when the run ends with an exception.
@@ -31,7 +33,7 @@ def send_records(records: Iterable[Record], settings: Settings, options: SendOpt
             stack.callback(store.close)
         if lock:
             stack.enter_context(store.hold_lock(lock))
-        return Dispatcher(store, settings, options, on_result, should_stop, summary).run(records)
+        return Dispatcher(store, settings, options, on_result, should_stop, summary, shield).run(records)
 
 
 def dispatch_batch(

@@ -12,9 +12,11 @@ content differs. Once the leader's chunk is committed, the store's pre-query fin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 
 from .config import Settings
 from .dedup import KeySource, StoredKey, classify_existing, describe_existing, make_key_function
@@ -28,6 +30,9 @@ logger = logging.getLogger(__name__)
 
 MAX_TRANSACTION_RETRIES = 5  # for deadlocks and serialization failures, which PostgreSQL asks clients to retry
 ATTEMPT_STATUSES = frozenset({Status.DUPLICATE, Status.REJECTED, Status.CONFLICT})
+INTERRUPTED_ERROR = "not sent: the run was interrupted before this message's chunk was sent"
+UNCONFIRMED_ERROR = ("not confirmed: the run was interrupted while this message's chunk was written, which "
+                     "rolls the chunk back unless it had just committed; rerun the file to complete it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,12 +63,14 @@ class Dispatcher:
 
     def __init__(self, store: Store, settings: Settings, options: SendOptions,
                  on_result: Callable[[Result], None], should_stop: Callable[[], bool] = lambda: False,
-                 summary: RunSummary | None = None) -> None:
+                 summary: RunSummary | None = None,
+                 shield: Callable[[], AbstractContextManager[None]] = contextlib.nullcontext) -> None:
         self.store = store
         self.settings = settings
         self.options = options
         self.on_result = on_result
         self.should_stop = should_stop
+        self.shield = shield  # defers a stop request (SIGINT, SIGTERM) while a message or chunk is handled
         self.key_of = make_key_function(options.key_source)
         self.defaults = MessageDefaults(settings.default_transport, settings.default_priority,
                                         settings.validate_before_send)
@@ -78,33 +85,49 @@ class Dispatcher:
     # -- reading and buffering
 
     def run(self, records: Iterable[Record]) -> RunSummary:
-        """Send every record and return the summary; stop early on should_stop or max_errors."""
+        """Send every record and return the summary; stop early on should_stop or max_errors.
+
+        Every message read before the run stops gets a result. A KeyboardInterrupt (a
+        second signal, or one while waiting for input) reports the buffered messages as
+        not sent and is raised again.
+        """
         try:
             try:
                 self._read(records)
             except InputError:
-                self.flush_all()  # the messages read before the unreadable part still go in
+                self.summary.stopped_reason = "the rest of the input cannot be read"
+                with self.shield():
+                    self.flush_all()  # the messages read before the unreadable part still go in
                 raise
-            if self.summary.stopped_reason == "interrupted":
-                self._abandon_buffers("not sent: the run was interrupted before this message's chunk was sent")
-            else:
-                self.flush_all()
+            with self.shield():
+                if self.summary.stopped_reason == "interrupted":
+                    self._abandon_buffers(INTERRUPTED_ERROR)
+                else:
+                    self.flush_all()
         except StoreError as error:
             self._abandon_buffers(f"not sent: {error}")
+            raise
+        except KeyboardInterrupt:
+            self.summary.stopped_reason = "interrupted"
+            self._abandon_buffers(INTERRUPTED_ERROR)
             raise
         finally:
             self.summary.finish()
         return self.summary
 
     def _read(self, records: Iterable[Record]) -> None:
+        # Outside the shield only while waiting for the next record, where an interrupt loses nothing.
         for record in records:
-            if self.should_stop():
-                self.summary.stopped_reason = "interrupted"
-                return
-            if self._max_errors_reached():
-                self.summary.stopped_reason = f"stopped after {self.summary.error_count} errors (--max-errors)"
-                return
-            self.add(record)
+            with self.shield():
+                if self.should_stop():
+                    self.summary.stopped_reason = "interrupted"
+                    return
+                if self._max_errors_reached():
+                    count = self.summary.error_count
+                    noun = "message" if count == 1 else "messages"
+                    self.summary.stopped_reason = f"{count} {noun} not enqueued (--max-errors)"
+                    return
+                self.add(record)
 
     def add(self, record: Record) -> None:
         if record.error is not None:
@@ -118,7 +141,7 @@ class Dispatcher:
             return
         self._enqueue(message)
 
-    def _enqueue(self, message: Message) -> None:
+    def _enqueue(self, message: Message, *, flush: bool = True) -> None:
         key = message.idempotency_key
         if key is not None:
             if key in self.pending:
@@ -127,21 +150,33 @@ class Dispatcher:
             self.pending[key] = message
         buffer = self.buffers.setdefault(message.transport, [])
         buffer.append(message)
-        if len(buffer) >= self.chunk_size:
+        if flush and len(buffer) >= self.chunk_size:
             self.flush(message.transport)
 
     def flush_all(self) -> None:
+        """Send every buffered chunk, but after a stop request report the remaining ones as not sent."""
         while self.buffers:
+            if self.should_stop():
+                self.summary.stopped_reason = "interrupted"
+                self._abandon_buffers(INTERRUPTED_ERROR)
+                return
             self.flush(next(iter(self.buffers)))
 
     def flush(self, transport: str) -> None:
-        chunk = self.buffers.pop(transport, [])
+        """Send up to one chunk of the transport's buffer; what is left stays buffered."""
+        buffer = self.buffers.pop(transport, [])
+        chunk, rest = buffer[:self.chunk_size], buffer[self.chunk_size:]
+        if rest:
+            self.buffers[transport] = rest
         if not chunk:
             return
         try:
             outcomes = self._write(chunk)
         except StoreError as error:
             self._abandon_buffers(f"not sent: {error}", chunk)
+            raise
+        except KeyboardInterrupt:
+            self._abandon_chunk(chunk, UNCONFIRMED_ERROR)
             raise
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("chunk of %d %s messages (lines %d-%d): %s", len(chunk), transport, chunk[0].line,
@@ -272,7 +307,7 @@ class Dispatcher:
             leader, *rest = followers
             if rest:
                 self.followers[key] = rest
-            self._enqueue(leader)
+            self._enqueue(leader, flush=False)  # sent with a later chunk: no flush inside this one
             return []
         return [self._report(self._existing_outcome(follower, outcome.stored)) for follower in followers]
 
@@ -292,6 +327,17 @@ class Dispatcher:
     def _emit(self, result: Result) -> None:
         self.summary.add(result)
         self.on_result(result)
+
+    def _abandon_chunk(self, chunk: list[Message], reason: str) -> None:
+        """Report a chunk whose write was cut short, and the messages waiting on its keys."""
+        waiting = list(chunk)
+        for message in chunk:
+            if message.idempotency_key is not None:
+                self.pending.pop(message.idempotency_key, None)
+                waiting += self.followers.pop(message.idempotency_key, [])
+        for message in sorted(waiting, key=lambda m: m.line):
+            self._emit(Result(message.line, Status.FAILED, None, message.idempotency_key, message.transport,
+                              message.type, reason))
 
     def _abandon_buffers(self, reason: str, chunk: list[Message] = ()) -> None:
         """Report every message still buffered as failed, so no read message goes unreported."""

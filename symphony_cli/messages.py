@@ -69,8 +69,8 @@ def build_message(fields: Mapping[str, Any], line: int, defaults: MessageDefault
 
     Raises InvalidMessage naming the first field that is wrong.
     """
-    unknown = sorted(set(fields) - KNOWN_FIELDS)
-    if unknown:
+    if not KNOWN_FIELDS.issuperset(fields):  # builds no set for the usual message, which has no unknown field
+        unknown = sorted(set(fields) - KNOWN_FIELDS)
         raise InvalidMessage(f"unknown field {unknown[0]!r}; known fields: {', '.join(sorted(KNOWN_FIELDS))}")
 
     type_ = _text_field(fields, "type", required=True)

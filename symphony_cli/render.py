@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import IO, Any
@@ -29,9 +30,24 @@ RESULT_FIELDS = ("line", "status", "message_id", "idempotency_key", "transport",
 UNBOUNDED_WIDTH = 10_000
 
 
+# C0 and C1 control characters, which could move the cursor or retitle a terminal.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str | None) -> str:
+    """Return text with control characters escaped (\x1b), so input data cannot drive the terminal."""
+    if not text:
+        return ""
+    return _CONTROL_CHARACTERS.sub(lambda match: match[0].encode("unicode_escape").decode("ascii"), text)
+
+
 def make_console(stream: IO[str] | None = None, *, stderr: bool = False) -> Console:
-    """Return a console that never cuts text; rich honours NO_COLOR and writes plain text off a terminal."""
-    console = Console(file=stream, stderr=stderr, soft_wrap=False, highlight=False, emoji=False)
+    """Return a console that never cuts text; rich honours NO_COLOR and writes plain text off a terminal.
+
+    Markup is off, because values from input files (keys, types, file names) may contain
+    square brackets that rich would otherwise read as style tags.
+    """
+    console = Console(file=stream, stderr=stderr, soft_wrap=False, highlight=False, emoji=False, markup=False)
     if not console.is_terminal and not os.environ.get("COLUMNS"):
         console.width = UNBOUNDED_WIDTH
     return console
@@ -59,32 +75,51 @@ class TableOutput:
     def finish(self, title: str) -> None:
         if not self.rows:
             return
-        table = Table(title=title, title_justify="left")
+        table = Table()
         for name, justify in (("Line", "right"), ("Type", "left"), ("Transport", "left"), ("Idempotency key", "left"),
                               ("Status", "left"), ("Message ID", "right"), ("Error", "left")):
             table.add_column(name, justify=justify, overflow="fold")
         for result in sorted(self.rows, key=lambda row: row.line):
-            table.add_row(str(result.line), result.type or "", result.transport or "", result.idempotency_key or "",
+            table.add_row(str(result.line), printable(result.type), printable(result.transport),
+                          printable(result.idempotency_key),
                           Text(result.status.value, style=STATUS_STYLES[result.status]),
-                          "" if result.message_id is None else str(result.message_id), result.error or "")
+                          "" if result.message_id is None else str(result.message_id), printable(result.error))
+        self.console.print(printable(title))
         self.console.print(table)
         if self.hidden:
-            self.console.print(f"{self.hidden:,} more rows with status sent, duplicate or would-send are not shown "
-                               f"(--table-limit {self.limit:,}); "
-                               "use --report PATH to list every message.")
+            self.console.print(f"{self.hidden:,} more enqueued {'message is' if self.hidden == 1 else 'messages are'} "
+                               f"not shown (--table-limit {self.limit:,}); use --report PATH to list every message.")
 
 
 class JsonLinesOutput:
-    """Write one JSON object per result to stdout as it completes."""
+    """Write one JSON object per result to stdout as it completes.
+
+    When stdout is closed early (`| head`), the import goes on and the summary on stderr
+    still counts every message; only the printing stops.
+    """
 
     def __init__(self, stream: IO[str]) -> None:
-        self.stream = stream
+        self.stream: IO[str] | None = stream
 
     def add(self, result: Result) -> None:
-        self.stream.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        if self.stream is None:
+            return
+        try:
+            self.stream.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
+        except BrokenPipeError:
+            self._close_quietly()
 
     def finish(self, title: str) -> None:
-        self.stream.flush()
+        if self.stream is not None:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._close_quietly()
+
+    def _close_quietly(self) -> None:
+        # Point stdout at /dev/null, so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        self.stream = None
 
 
 class ReportWriter:
@@ -126,11 +161,12 @@ class ErrorLines:
         self.count += 1
         if self.count <= MAX_ERROR_LINES:
             text = result.error or result.status.value
-            self.console.print(Text(f"{self.source}:{result.line}: {result.status.value}: {text}"), soft_wrap=True)
+            self.console.print(printable(f"{self.source}:{result.line}: {result.status.value}: {text}"), soft_wrap=True)
 
     def finish(self) -> None:
         if self.count > MAX_ERROR_LINES:
-            self.console.print(f"... and {self.count - MAX_ERROR_LINES:,} more; the table or --report lists them all")
+            self.console.print(f"... and {self.count - MAX_ERROR_LINES:,} more not shown here; "
+                               "--report PATH lists every result")
 
 
 def summary_line(summary: RunSummary) -> str:
@@ -138,10 +174,12 @@ def summary_line(summary: RunSummary) -> str:
     counts = ", ".join(f"{summary.counts[status]:,} {status.value}" for status in Status if summary.counts[status])
     rate = summary.total / summary.elapsed if summary.elapsed > 0 else 0.0
     noun = "message" if summary.total == 1 else "messages"
-    line = (f"{counts or 'no messages'}; {summary.total:,} {noun} in {summary.elapsed:.2f} s "
-            f"({rate:,.0f} messages/s)")
+    if summary.total:
+        line = f"{counts}; {summary.total:,} {noun} in {summary.elapsed:.2f} s ({rate:,.0f} messages/s)"
+    else:
+        line = f"no messages in {summary.elapsed:.2f} s"
     if summary.stopped_reason:
-        line += f"; {summary.stopped_reason} after line {summary.last_line}"
+        line += f"; stopped after line {summary.last_line}: {summary.stopped_reason}"
     return line
 
 

@@ -12,12 +12,12 @@ class Status(enum.StrEnum):
     """What happened to one message."""
 
     SENT = "sent"
+    WOULD_SEND = "would-send"  # dry run: the message would be inserted
     DUPLICATE = "duplicate"  # the key is active for the same content; message_id is the existing one
     REJECTED = "rejected"  # a duplicate, reported as an error because reject_duplicates is on
     CONFLICT = "conflict"  # the key is active for different content; nothing was inserted
     INVALID = "invalid"  # the message failed validation; nothing was sent
     FAILED = "failed"  # the store rejected the message or the chunk could not be written
-    WOULD_SEND = "would-send"  # dry run: the message would be inserted
 
 
 # Statuses that leave the run's exit status at 0.

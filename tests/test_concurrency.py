@@ -51,7 +51,7 @@ def run_importers(backend, tmp_path: Path) -> list[dict]:
 
     Each importer reads its input from a named pipe, which it opens only after it has opened
     the store. The test writes the messages once every importer has opened its pipe, so the
-    chunks race even though Python starts the processes about 100 ms apart.
+    chunks race even when the processes finish starting up at different times.
     """
     runs = []
     for importer in range(IMPORTERS):
@@ -117,7 +117,7 @@ def write_and_close(stream: BinaryIO, text: str) -> None:
         stream.write(text.encode("utf-8"))
 
 
-def test_racing_importers_keep_one_message_per_key(backend, tmp_path):
+def test_racing_importers_store_key_once(backend, tmp_path):
     runs = run_importers(backend, tmp_path)
     all_numbers = {number for importer in range(IMPORTERS) for number in importer_numbers(importer)}
 
@@ -151,7 +151,7 @@ def test_racing_importers_keep_one_message_per_key(backend, tmp_path):
             assert result["message_id"] == winners[key], f"{key}: {result}"
     assert statuses["sent"] == len(all_numbers)
 
-    # The table holds exactly the winners.
+    # The table contains exactly the winners.
     repeated = backend.query("SELECT idempotency_key, count(*) FROM {messages} "
                              "GROUP BY idempotency_key HAVING count(*) > 1")
     assert repeated == []

@@ -850,7 +850,7 @@ def test_permission_denied_raises(tmp_path, monkeypatch):
 def test_unknown_extension_raises(tmp_path):
     path = write(tmp_path, "m.txt", b'{"n": 1}\n')
 
-    assert read_error(path) == f"{path}: cannot tell the format from the extension '.txt'; pass --format jsonl, json or csv"
+    assert read_error(path) == f"{path}: cannot tell the format from the extension '.txt'; pass --input-format jsonl, json or csv"
 
 
 def test_unknown_format_option_raises(tmp_path):

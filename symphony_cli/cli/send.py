@@ -61,17 +61,29 @@ class OutputOptions:
 class StopRequest:
     """Turn the first SIGINT or SIGTERM into a request to stop after the current chunk.
 
-    A second signal raises KeyboardInterrupt at once; the open transaction then rolls back.
+    Inside `shield()` (while a message or chunk is handled) the first signal only sets the
+    request; outside it (waiting for input) it raises KeyboardInterrupt at once. A second
+    signal always raises KeyboardInterrupt, and the open transaction then rolls back.
     """
 
     def __init__(self) -> None:
         self.requested = False
+        self.shielded = 0
 
     def __call__(self) -> bool:
         return self.requested
 
+    @contextlib.contextmanager
+    def shield(self) -> Iterator[None]:
+        self.shielded += 1
+        try:
+            yield
+        finally:
+            self.shielded -= 1
+
     def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
+        if self.requested or not self.shielded:
+            self.requested = True
             raise KeyboardInterrupt
         self.requested = True
 
@@ -170,7 +182,7 @@ def run_send(records: Iterator[Record], settings: Settings, options: SendOptions
         with stop.installed(), _progress(stderr, output.quiet) as advance:
             records = _read_first(records)
             send_records(records, settings, options, lambda result: (sinks.add(result), advance()),
-                         should_stop=stop, lock=lock, summary=summary)
+                         should_stop=stop, lock=lock, summary=summary, shield=stop.shield)
     except SymphonyError as caught:
         error, exit_code = caught, caught.exit_code
     except KeyboardInterrupt:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
@@ -170,6 +170,16 @@ class Store(Protocol):
         """Hold a named lock for the run, or raise LockedError at once when another run holds it."""
 
     def close(self) -> None: ...
+
+
+def combine_stats(sent: dict[str, int], outcome_counts: Iterable[tuple[str, str, int]]) -> list[TransportStats]:
+    """Merge messages sent per transport with (transport, outcome, count) rows of attempts."""
+    outcomes: dict[str, dict[str, int]] = {}
+    for transport, outcome, count in outcome_counts:
+        outcomes.setdefault(transport, {})[outcome] = count
+    return [TransportStats(transport, sent.get(transport, 0), outcomes.get(transport, {}).get("duplicate", 0),
+                           outcomes.get(transport, {}).get("rejected", 0), outcomes.get(transport, {}).get("conflict", 0))
+            for transport in sorted(set(sent) | set(outcomes))]
 
 
 def utc_from_ms(milliseconds: int) -> dt.datetime:

@@ -22,7 +22,7 @@ from ..dedup import StoredKey
 from ..errors import ConfigError, LockedError, SchemaMissingError, StoreError
 from ..messages import Message
 from .base import (Attempt, AttemptRow, KeyInfo, PurgeCounts, QueryError, RetryableError, StoredMessage,
-                   TableNames, TransportStats)
+                   TableNames, TransportStats, combine_stats)
 
 # PostgreSQL truncates identifiers to 63 bytes (NAMEDATALEN - 1); the longest derived
 # name is the table name plus "_attempts_time", so longer names could collide.
@@ -74,10 +74,34 @@ SELECT inserted.id FROM input LEFT JOIN inserted ON inserted.id = input.id ORDER
 
 def _translate(error: psycopg.Error) -> Exception:
     if isinstance(error, psycopg.errors.TransactionRollback):
-        return RetryableError(str(error))
+        return RetryableError(describe_error(error))
     if isinstance(error, (psycopg.OperationalError, psycopg.InterfaceError)):
-        return StoreError(f"PostgreSQL: {mask_url(str(error).strip())}")
-    return QueryError(str(error).strip())
+        return StoreError(f"PostgreSQL: {mask_url(describe_error(error))}")
+    return QueryError(describe_error(error))
+
+
+def describe_error(error: psycopg.Error) -> str:
+    """Return the error as one line, because it ends up in one result or one stderr line.
+
+    A server error gives its primary message, detail, hint and context (which shows the
+    rejected value). The statement excerpt and caret that str(error) adds are left out.
+    A client error (no server message) has its lines joined.
+    """
+    diagnostic = error.diag
+    if not diagnostic.message_primary:
+        return _join_lines(str(error))
+    text = diagnostic.message_primary
+    if diagnostic.message_detail:  # detail and hint are sentences, so their final period is dropped
+        text += f": {diagnostic.message_detail.rstrip('.')}"
+    if diagnostic.message_hint:
+        text += f"; hint: {diagnostic.message_hint.rstrip('.')}"
+    if diagnostic.context:
+        text += f"; context: {diagnostic.context}"
+    return _join_lines(text)
+
+
+def _join_lines(text: str) -> str:
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def schema_statements(tables: TableNames) -> list[sql.Composable]:
@@ -167,7 +191,7 @@ class PostgresStore:
             return psycopg.connect(url, autocommit=True, prepare_threshold=None, connect_timeout=connect_timeout)
         except psycopg.Error as error:
             raise StoreError(f"cannot connect to PostgreSQL at {mask_url(url)}: "
-                             f"{mask_url(str(error).strip())}") from None
+                             f"{mask_url(describe_error(error))}") from None
 
     def _execute(self, query: str | sql.Composable, params: Sequence | dict | None = None) -> psycopg.Cursor:
         try:
@@ -206,7 +230,7 @@ class PostgresStore:
             "LATERAL (SELECT idempotency_key, message_id, content_hash FROM {} "
             "WHERE idempotency_key = wanted.key AND expires_at > now() LIMIT 1) AS k").format(self._keys),
             (list(keys),))
-        return {key: StoredKey(message_id, content_hash) for key, message_id, content_hash in rows}
+        return {key: StoredKey(message_id, content_hash) for key, message_id, content_hash in rows.fetchall()}
 
     def insert_messages(self, messages: Sequence[Message], *, window_ms: int,
                         deduplicate: bool) -> list[int | None]:
@@ -223,7 +247,7 @@ class PostgresStore:
             "hashes": [m.content_hash if m.idempotency_key is not None else None for m in messages],
             "window_ms": window_ms,
         }
-        return [row[0] for row in self._execute(query, params)]
+        return [row[0] for row in self._execute(query, params).fetchall()]  # fetchall loads the rows in C
 
     def record_attempts(self, attempts: Sequence[Attempt]) -> None:
         if not attempts:
@@ -276,15 +300,10 @@ class PostgresStore:
         sent = dict(self._execute(sql.SQL(
             "SELECT transport, count(*) FROM {} WHERE created_at >= {} GROUP BY transport").format(
                 self._messages, start), params).fetchall())
-        outcomes: dict[str, dict[str, int]] = {}
-        for transport, outcome, count in self._execute(sql.SQL(
-                "SELECT transport, outcome, count(*) FROM {} WHERE attempted_at >= {} "
-                "GROUP BY transport, outcome").format(self._attempts, start), params):
-            outcomes.setdefault(transport, {})[outcome] = count
-        return [TransportStats(transport, sent.get(transport, 0), outcomes.get(transport, {}).get("duplicate", 0),
-                               outcomes.get(transport, {}).get("rejected", 0),
-                               outcomes.get(transport, {}).get("conflict", 0))
-                for transport in sorted(set(sent) | set(outcomes))]
+        outcome_counts = self._execute(sql.SQL(
+            "SELECT transport, outcome, count(*) FROM {} WHERE attempted_at >= {} "
+            "GROUP BY transport, outcome").format(self._attempts, start), params)
+        return combine_stats(sent, outcome_counts)
 
     def purge(self, attempts_older_than: dt.timedelta) -> PurgeCounts:
         # Under READ COMMITTED, a key that an importer reclaims meanwhile is re-checked

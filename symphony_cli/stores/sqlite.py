@@ -22,7 +22,7 @@ from ..dedup import StoredKey
 from ..errors import LockedError, SchemaMissingError, StoreError
 from ..messages import Message
 from .base import (Attempt, AttemptRow, KeyInfo, PurgeCounts, QueryError, StoredMessage, TableNames,
-                   TransportStats, utc_from_ms)
+                   TransportStats, combine_stats, utc_from_ms)
 
 BUSY_TIMEOUT_MS = 60_000  # how long a writer waits for another process's transaction
 MESSAGE_COLUMNS = ("id", "type", "transport", "priority", "payload", "idempotency_key", "created_at")
@@ -107,6 +107,7 @@ class SQLiteStore:
         self.path = path
         self.tables = tables
         self.clock = clock  # milliseconds since the epoch; tests pass a fixed clock
+        self._transaction_now: int | None = None
         self._messages, self._keys, self._attempts = (
             quote(_flat(tables, name)) for name in (tables.messages, tables.keys, tables.attempts))
         self.connection = self._connect(create=auto_create)
@@ -148,16 +149,26 @@ class SQLiteStore:
             self.connection.execute("BEGIN" if read_only else "BEGIN IMMEDIATE")
         except sqlite3.Error as error:
             raise _translate(error, self.path) from None
+        # The clock is read once per transaction, like PostgreSQL's now(), so the pre-query and
+        # the key claim agree on which keys expired even if the wall clock steps back between them.
+        self._transaction_now = self.clock()
         try:
-            yield
-        except BaseException:
-            self.connection.execute("ROLLBACK")
-            raise
-        try:
-            self.connection.execute("COMMIT")
-        except sqlite3.Error as error:
-            self.connection.execute("ROLLBACK")
-            raise _translate(error, self.path) from None
+            try:
+                yield
+            except BaseException:
+                self.connection.execute("ROLLBACK")
+                raise
+            try:
+                self.connection.execute("COMMIT")
+            except sqlite3.Error as error:
+                self.connection.execute("ROLLBACK")
+                raise _translate(error, self.path) from None
+        finally:
+            self._transaction_now = None
+
+    def _now(self) -> int:
+        """Return the current transaction's time, or the clock's outside a transaction."""
+        return self.clock() if self._transaction_now is None else self._transaction_now
 
     def _execute(self, sql: str, params: Sequence = ()) -> sqlite3.Cursor:
         try:
@@ -186,7 +197,7 @@ class SQLiteStore:
         rows = self._execute(
             f"SELECT idempotency_key, message_id, content_hash FROM {self._keys} "
             "WHERE expires_at > ? AND idempotency_key IN (SELECT value FROM json_each(?))",
-            (self.clock(), json.dumps(list(keys))),
+            (self._now(), json.dumps(list(keys))),
         )
         return {key: StoredKey(message_id, content_hash) for key, message_id, content_hash in rows}
 
@@ -194,7 +205,7 @@ class SQLiteStore:
                         deduplicate: bool) -> list[int | None]:
         # The write lock (BEGIN IMMEDIATE) makes this the only writer, so ids can be assigned
         # here from AUTOINCREMENT's counter, which never reuses an id of a deleted message.
-        now = self.clock()
+        now = self._now()
         row = self._execute("SELECT seq FROM sqlite_sequence WHERE name = ?",
                             (_flat(self.tables, self.tables.messages),)).fetchone()
         first_id = (row[0] if row else 0) + 1
@@ -261,15 +272,10 @@ class SQLiteStore:
         start = self._start_of(within)
         sent = dict(self._execute(
             f"SELECT transport, count(*) FROM {self._messages} WHERE created_at >= ? GROUP BY transport", (start,)))
-        outcomes: dict[str, dict[str, int]] = {}
-        for transport, outcome, count in self._execute(
-                f"SELECT transport, outcome, count(*) FROM {self._attempts} WHERE attempted_at >= ? "
-                "GROUP BY transport, outcome", (start,)):
-            outcomes.setdefault(transport, {})[outcome] = count
-        return [TransportStats(transport, sent.get(transport, 0), outcomes.get(transport, {}).get("duplicate", 0),
-                               outcomes.get(transport, {}).get("rejected", 0),
-                               outcomes.get(transport, {}).get("conflict", 0))
-                for transport in sorted(set(sent) | set(outcomes))]
+        outcome_counts = self._execute(
+            f"SELECT transport, outcome, count(*) FROM {self._attempts} WHERE attempted_at >= ? "
+            "GROUP BY transport, outcome", (start,))
+        return combine_stats(sent, outcome_counts)
 
     def purge(self, attempts_older_than: dt.timedelta) -> PurgeCounts:
         with self.transaction():

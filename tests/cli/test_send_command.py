@@ -418,7 +418,7 @@ def test_send_max_errors_stops(cli, sqlite_backend):
 
     assert result.exit_code == 1
     assert [row["line"] for row in table_rows(result.stdout)] == ["1", "2", "3", "4"]
-    assert summary_of(result.stderr).endswith("; stopped after 2 errors (--max-errors) after line 4")
+    assert summary_of(result.stderr).endswith("; stopped after line 4: 2 messages not enqueued (--max-errors)")
     assert sqlite_backend.count_messages() == 2
 
 
@@ -432,8 +432,7 @@ def test_send_table_limit_hides_sent(cli, sqlite_backend):
 
     assert [row["status"] for row in rows] == ["sent", "sent", "sent", "invalid"]
     assert [row["line"] for row in rows] == ["1", "2", "3", "4"]
-    assert ("7 more rows with status sent, duplicate or would-send are not shown (--table-limit 3); "
-            "use --report PATH to list every message."
+    assert ("7 more enqueued messages are not shown (--table-limit 3); use --report PATH to list every message."
             in result.stdout.splitlines())
     assert sqlite_backend.count_messages() == 10
 

@@ -125,6 +125,37 @@ def test_window_edge_fixed_clock(settings, database_path):
     assert key_row == [(at_edge[0].message_id, START_MS + WINDOW_MS, START_MS + 2 * WINDOW_MS)]
 
 
+class BackwardClock(FixedClock):
+    """A clock that runs backwards by 1 ms per reading, as a wall clock may after an NTP step."""
+
+    def __call__(self) -> int:
+        self.now -= 1
+        return self.now + 1
+
+
+def test_backward_clock_claims_key(settings, database_path):
+    clock = FixedClock(START_MS)
+    store = SQLiteStore(database_path, TableNames(None, "messages"), clock=clock)
+    window_settings = settings.replace(window_ms=WINDOW_MS)
+    try:
+        dispatch_batch([order(1)], settings=window_settings, store=store)
+
+        # The window has just ended when the chunk starts, and the clock then steps back.
+        store.clock = BackwardClock(START_MS + WINDOW_MS)
+        resent = dispatch_batch([order(1)], settings=window_settings, store=store)
+        key_rows = store.connection.execute("SELECT message_id FROM messages_keys").fetchall()
+
+        store.clock = FixedClock(START_MS + WINDOW_MS + 1)
+        again = dispatch_batch([order(1)], settings=window_settings, store=store)
+    finally:
+        store.close()
+
+    assert statuses(resent) == ["sent"]
+    # The message that went in must own the key, or the next send inside its window goes in too.
+    assert key_rows == [(resent[0].message_id,)]
+    assert statuses(again) == ["duplicate"]
+
+
 def test_expired_key_purged_at_edge(settings, database_path):
     clock = FixedClock(START_MS)
     store = SQLiteStore(database_path, TableNames(None, "messages"), clock=clock)
@@ -165,7 +196,7 @@ def test_importer_waits_for_writer(settings, database_path):
     def import_orders() -> None:
         try:
             results.extend(dispatch_batch([order(1), order(2)], settings=settings))
-        except BaseException as error:  # re-raised below in the test's thread
+        except BaseException as error:  # checked by the test's thread below
             failures.append(error)
 
     try:
@@ -174,7 +205,7 @@ def test_importer_waits_for_writer(settings, database_path):
             held_ids = holder.insert_messages(messages, window_ms=WINDOW_MS, deduplicate=True)
             importer = threading.Thread(target=import_orders)
             importer.start()
-            time.sleep(0.5)  # the importer now waits on the write lock that this transaction holds
+            time.sleep(0.5)  # the importer now waits for this transaction's write lock
         importer.join(30)
     finally:
         holder.close()
