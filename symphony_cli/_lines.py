@@ -113,15 +113,17 @@ def _open_file(path: str | os.PathLike, name: str) -> BinaryIO:
 
 def _read_blocks(stream: BinaryIO, name: str, gzip_expected: bool) -> Iterator[bytes]:
     """Yield the stream's data in blocks, decompressed when it is gzip data."""
+    # read1 returns what one read of the source gives, up to BLOCK_SIZE, so that lines arriving
+    # slowly through a pipe are handled as they come instead of once 64 KiB have gathered.
     try:
-        first = stream.read(BLOCK_SIZE)
+        first = _read_some(stream)
         if gzip_expected or first.startswith(GZIP_MAGIC):
             stream = gzip.GzipFile(fileobj=_PrefixedStream(first, stream), mode="rb")
-            first = stream.read(BLOCK_SIZE)
+            first = _read_some(stream)
         block = first
         while block:
             yield block
-            block = stream.read(BLOCK_SIZE)
+            block = _read_some(stream)
     except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
         raise InputError(
             f"{name}: invalid gzip data ({exc}); check that the file is complete, "
@@ -129,6 +131,11 @@ def _read_blocks(stream: BinaryIO, name: str, gzip_expected: bool) -> Iterator[b
         ) from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read the file: {exc.strerror or exc}") from None
+
+
+def _read_some(stream: BinaryIO) -> bytes:
+    read1 = getattr(stream, "read1", None)
+    return read1(BLOCK_SIZE) if read1 is not None else stream.read(BLOCK_SIZE)
 
 
 class _PrefixedStream:

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
-from .config import Settings, load_settings
+from .config import SPECS_BY_KEY, Settings, load_settings
 from .dedup import KeySource
 from .dispatcher import Dispatcher, SendOptions
 from .readers import Record
 from .results import Result, RunSummary
-from .stores import open_store
+from .errors import ConfigError, SchemaMissingError
+from .stores import open_empty_store, open_store
 from .stores.base import Store
+
+logger = logging.getLogger(__name__)
 
 KeyCallable = Callable[[Mapping[str, Any], int], "str | None"]
 
@@ -29,11 +33,22 @@ def send_records(records: Iterable[Record], settings: Settings, options: SendOpt
     """
     with contextlib.ExitStack() as stack:
         if store is None:
-            store = open_store(settings)
+            store = _open_store_for(settings, options)
             stack.callback(store.close)
-        if lock:
+        if lock and not options.dry_run:  # a dry run writes nothing, so it needs no lock
             stack.enter_context(store.hold_lock(lock))
         return Dispatcher(store, settings, options, on_result, should_stop, summary, shield).run(records)
+
+
+def _open_store_for(settings: Settings, options: SendOptions) -> Store:
+    """Open the store; a dry run creates no tables and compares against empty ones if there are none."""
+    if not options.dry_run:
+        return open_store(settings)
+    try:
+        return open_store(settings.replace(auto_create=False))
+    except SchemaMissingError:
+        logger.info("the store has no tables yet, so the dry run compares against an empty store")
+        return open_empty_store()
 
 
 def dispatch_batch(
@@ -50,28 +65,21 @@ def dispatch_batch(
     """Enqueue messages and return one Result per message, in input order.
 
     `priority` and `transport` apply to messages that omit them. `idempotency_key` is called
-    as idempotency_key(message, index) and its return value replaces the message's key.
-    Settings default to the configuration file and SYMPHONY_* environment variables, as for
-    the CLI. A Result's `line` is the message's 1-based position in `messages`.
+    as idempotency_key(message, index) and its return value replaces the message's key; if
+    it raises, that message is invalid. Settings default to the configuration file and
+    SYMPHONY_* environment variables, as for the CLI. A Result's `line` is the message's
+    1-based position in `messages`. Raises TypeError for arguments of the wrong type and
+    ConfigError for an invalid priority or transport.
     """
-    settings = settings or load_settings()
-    overrides: dict[str, Any] = {}
-    if priority is not None:
-        overrides["default_priority"] = priority
-    if transport is not None:
-        overrides["default_transport"] = transport
-    settings = settings.replace(**overrides) if overrides else settings
+    if isinstance(messages, (Mapping, str, bytes)):
+        raise TypeError(f"messages must be an iterable of mappings, not one {type(messages).__name__}")
+    if idempotency_key is not None and not callable(idempotency_key):
+        raise TypeError("idempotency_key must be a callable(message, index); use dispatch() for one fixed key")
+    settings = _with_defaults(settings or load_settings(), priority, transport)
 
     def records() -> Iterable[Record]:
         for index, message in enumerate(messages):
-            if not isinstance(message, Mapping):
-                yield Record(index + 1, None, f"message must be a mapping (a JSON object), found {type(message).__name__}")
-                continue
-            fields = dict(message)
-            if idempotency_key is not None:
-                fields["idempotency_key"] = idempotency_key(message, index)
-                fields.pop("idempotencyKey", None)
-            yield Record(index + 1, fields)
+            yield _record(index, message, idempotency_key)
 
     collected: list[Result] = []
     options = SendOptions(key_source=key_source, dry_run=dry_run, source_name="api")
@@ -79,8 +87,36 @@ def dispatch_batch(
     return sorted(collected, key=lambda result: result.line)
 
 
-def dispatch(message: Mapping[str, Any], idempotency_key: str | None = None, *,
-             settings: Settings | None = None, store: Store | None = None) -> Result:
+def dispatch(message: Mapping[str, Any], idempotency_key: str | None = None, *, priority: int | None = None,
+             transport: str | None = None, settings: Settings | None = None, store: Store | None = None) -> Result:
     """Enqueue one message and return its Result; `idempotency_key` replaces the message's own key."""
     key_function = (lambda _message, _index: idempotency_key) if idempotency_key is not None else None
-    return dispatch_batch([message], idempotency_key=key_function, settings=settings, store=store)[0]
+    return dispatch_batch([message], priority, transport, key_function, settings=settings, store=store)[0]
+
+
+def _with_defaults(settings: Settings, priority: int | None, transport: str | None) -> Settings:
+    """Return settings whose default priority and transport are the given ones, validated like flags."""
+    flags = {"defaults.priority": (priority, "priority="), "defaults.transport": (transport, "transport=")}
+    overrides = {}
+    for key, (value, name) in flags.items():
+        if value is not None:
+            spec = SPECS_BY_KEY[key]
+            try:
+                overrides[spec.attribute] = spec.parse(value)
+            except ValueError as error:
+                raise ConfigError(f"{name} {value!r} is invalid: {error}") from None
+    return settings.replace(**overrides) if overrides else settings
+
+
+def _record(index: int, message: Any, key_function: KeyCallable | None) -> Record:
+    line = index + 1
+    if not isinstance(message, Mapping):
+        return Record(line, None, f"message must be a mapping (a JSON object), found {type(message).__name__}")
+    fields = dict(message)
+    if key_function is not None:
+        try:
+            fields["idempotency_key"] = key_function(message, index)
+        except Exception as error:  # the caller's code: its failure is this message's error
+            return Record(line, None, f"the idempotency_key callable raised {type(error).__name__}: {error}")
+        fields.pop("idempotencyKey", None)
+    return Record(line, fields)

@@ -17,6 +17,8 @@ from typing import Any
 from .errors import ConfigError
 
 APP_NAME = "symphony"
+# SYMPHONY_* variables that are not settings: the config file path, and test and benchmark servers.
+OTHER_VARIABLES = frozenset({"SYMPHONY_CONFIG", "SYMPHONY_TEST_DATABASE_URL", "SYMPHONY_BENCH_DATABASE_URL"})
 CONFIG_FILE_NAME = "symphony.toml"
 DEFAULT_SOURCE = "default"
 
@@ -173,6 +175,8 @@ def find_config_file(explicit: str | os.PathLike | None, env: Mapping[str, str])
     for given, origin in ((explicit, "--config"), (env.get("SYMPHONY_CONFIG"), "SYMPHONY_CONFIG")):
         if given:
             path = Path(given).expanduser()
+            if path.is_dir():
+                raise ConfigError(f"{origin}: {str(path)!r} is a directory; give the path of a TOML file")
             if not path.is_file():
                 raise ConfigError(f"{origin}: configuration file {str(path)!r} not found")
             return path
@@ -188,6 +192,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
             document = tomllib.load(stream)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: invalid TOML: {error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: invalid TOML: byte 0x{error.object[error.start]:02X} at offset {error.start} "
+                          "is not UTF-8; TOML files must be UTF-8") from None
     except OSError as error:
         raise ConfigError(f"{path}: cannot read configuration file: {error.strerror}") from None
 
@@ -211,6 +218,22 @@ def _parse(spec: SettingSpec, value: Any, source: str) -> Any:
         raise ConfigError(f"{source}: invalid value {shown!r} for {spec.key}: {error}") from None
 
 
+def _require_toml_type(spec: SettingSpec, value: Any, path: Path) -> Any:
+    """Return the value if its TOML type fits the setting: the file writes true, not "yes"."""
+    expected = type(spec.default) if spec.default is not None else str
+    if expected in (bool, int) and (type(value) is not expected):
+        kind = "true or false" if expected is bool else "an integer"
+        raise ConfigError(f"{path}: invalid value {value!r} for {spec.key}: expected {kind}, without quotes")
+    return value
+
+
+def warn_unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """Return a warning for each SYMPHONY_* variable that names no setting, such as a misspelt one."""
+    known = {spec.env_var for spec in SPECS} | OTHER_VARIABLES
+    return [f"{name} is not a symphony setting and is ignored; run 'symphony config show' to list them"
+            for name in sorted(env) if name.startswith("SYMPHONY_") and name not in known]
+
+
 def load_settings(
     config_path: str | os.PathLike | None = None,
     flags: Mapping[str, tuple[Any, str]] | None = None,
@@ -230,7 +253,7 @@ def load_settings(
     for spec in SPECS:
         value, source = spec.default, DEFAULT_SOURCE
         if spec.key in file_values:
-            value, source = _parse(spec, file_values[spec.key], str(path)), str(path)
+            value, source = _parse(spec, _require_toml_type(spec, file_values[spec.key], path), str(path)), str(path)
         if spec.env_var in env:
             value, source = _parse(spec, env[spec.env_var], spec.env_var), spec.env_var
         flag_value, flag_name = (flags or {}).get(spec.key, (None, ""))
@@ -245,10 +268,25 @@ def load_settings(
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^:/?#@\s]*:)(?P<password>[^/?#\s]*)(?=@)")
-_DSN_PASSWORD = re.compile(r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|[^\s&]+)", re.IGNORECASE)
+_DSN_PASSWORD = re.compile(r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|(?!\*\*\*)[^\s&]+)", re.IGNORECASE)
 
 
 def mask_url(text: str) -> str:
     """Replace any password in a database URL, key=value DSN or message with ***."""
     text = _URL_PASSWORD.sub(lambda match: match["head"] + "***", text)
     return _DSN_PASSWORD.sub(lambda match: match["head"] + "***", text)
+
+
+def mask_secrets(text: str, url: str) -> str:
+    """Mask the URL's password in text, also where a driver quotes only part of it.
+
+    libpq splits an unencoded "@" in a password differently from mask_url, so an error
+    can quote a piece of the password as a host name; every piece is masked.
+    """
+    text = mask_url(text)
+    secrets = [match["password"] for pattern in (_URL_PASSWORD, _DSN_PASSWORD) for match in pattern.finditer(url)]
+    for secret in secrets:
+        for piece in sorted({secret, *re.split(r"[@:/]", secret.strip("'"))}, key=len, reverse=True):
+            if len(piece) >= 2:
+                text = text.replace(piece, "***")
+    return text

@@ -13,7 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import ConfigError
-from .messages import InvalidMessage, Message, canonical_json, check_key
+from .messages import InvalidMessage, Message, check_key
+from .readers import describe_json_kind
 from .results import Status
 
 KeyFunction = Callable[[Message], "str | None"]
@@ -95,14 +96,13 @@ def _lookup(fields: dict[str, Any], path: str) -> Any:
     return value
 
 
-def _key_text(value: Any) -> str:
+def _key_text(value: Any, path: str) -> str:
+    """Return a string or integer field as key text; other JSON types make no sensible key."""
     if isinstance(value, str):
         return value
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
+    if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    return canonical_json(value)
+    raise InvalidMessage(f"{path} is {describe_json_kind(value)}; a key field must be a string or an integer")
 
 
 def _field_key(path: str) -> KeyFunction:
@@ -112,8 +112,8 @@ def _field_key(path: str) -> KeyFunction:
         try:
             value = _lookup(_message_fields(message), full_path)
         except KeyError:
-            raise InvalidMessage(f"{full_path} is missing, and --key-field takes the key from it") from None
-        return check_key(_key_text(value), full_path)
+            raise InvalidMessage(f"{full_path} is missing or null, and --key-field takes the key from it") from None
+        return check_key(_key_text(value, full_path), full_path)
 
     return key_of
 
@@ -127,6 +127,10 @@ def _template_key(template: str) -> KeyFunction:
         raise ConfigError(f"--key-template {template!r} names no field; write fields as {{type}} or {{payload.id}}")
     if any(spec for _, _, spec in parts):
         raise ConfigError(f"--key-template {template!r}: format specs are not supported; write {{field}} only")
+    conversions = [conversion for _, _, _, conversion in string.Formatter().parse(template) if conversion]
+    if conversions:
+        raise ConfigError(f"--key-template {template!r}: conversions such as !{conversions[0]} are not "
+                          "supported; write {field} only")
 
     def key_of(message: Message) -> str:
         fields = _message_fields(message)
@@ -135,9 +139,9 @@ def _template_key(template: str) -> KeyFunction:
             pieces.append(text)
             if name is not None:
                 try:
-                    pieces.append(_key_text(_lookup(fields, name)))
+                    pieces.append(_key_text(_lookup(fields, name), name))
                 except KeyError:
-                    raise InvalidMessage(f"{name} is missing, and --key-template uses it") from None
+                    raise InvalidMessage(f"{name} is missing or null, and --key-template uses it") from None
         return check_key("".join(pieces), "key")
 
     return key_of

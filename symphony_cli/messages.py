@@ -141,20 +141,22 @@ def _idempotency_key(fields: Mapping[str, Any]) -> str | None:
 
 
 def _serialize_payload(payload: dict[str, Any], check_values: bool) -> str:
-    if not check_values:
-        return canonical_json(payload, allow_nan=True)
     try:
+        if not check_values:
+            return canonical_json(payload, allow_nan=True)
         text = canonical_json(payload)
         text.encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
-        text = None
+    except (ValueError, UnicodeEncodeError, TypeError):
+        text = None  # TypeError: a value JSON has no form for, or member names of mixed types
+    except RecursionError:
+        raise InvalidMessage("payload is nested too deeply to serialise") from None
     # json.dumps writes U+0000 as the escape \u0000, which jsonb rejects; a literal backslash
     # before "u0000" also matches here, and the exact walk below tells the two apart.
     if text is None or "\\u0000" in text:
         problem = find_value_problem(payload, "payload")
         if problem:
             raise InvalidMessage(problem)
-        text = canonical_json(payload)
+        text = canonical_json(payload, allow_nan=not check_values)
     return text
 
 
@@ -168,17 +170,22 @@ def find_value_problem(value: Any, path: str) -> str | None:
         return f"{path} {problem}" if problem else None
     if isinstance(value, dict):
         for name, item in value.items():
+            if not isinstance(name, str):
+                return f"a member name in {path} is {type(name).__name__} {name!r}; JSON member names are strings"
             problem = _text_problem(name)
             if problem:
                 return f"a member name in {path} {problem}"
             found = find_value_problem(item, f"{path}.{name}")
             if found:
                 return found
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         for index, item in enumerate(value):
             found = find_value_problem(item, f"{path}[{index}]")
             if found:
                 return found
+        return None
+    if value is not None and not isinstance(value, (bool, int, float, str, dict)):
+        return f"{path} is a Python {type(value).__name__}, which JSON cannot represent; convert it first"
     return None
 
 

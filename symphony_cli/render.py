@@ -22,6 +22,7 @@ STATUS_STYLES = {
     Status.SENT: "green", Status.WOULD_SEND: "green", Status.DUPLICATE: "cyan",
     Status.REJECTED: "yellow", Status.CONFLICT: "yellow", Status.INVALID: "red", Status.FAILED: "bold red",
 }
+REPORT_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")  # .json files get JSON Lines too
 RESULT_FIELDS = ("line", "status", "message_id", "idempotency_key", "transport", "type", "error")
 
 
@@ -126,8 +127,12 @@ class ReportWriter:
     """Write every result to a CSV or JSON Lines file, chosen by the file's extension."""
 
     def __init__(self, path: Path) -> None:
+        suffix = path.suffix.lower()
+        if suffix not in REPORT_SUFFIXES:
+            raise ConfigError(f"--report {path}: unknown report format {suffix or '(no extension)'!r}; "
+                              "name the file .csv or .jsonl")
         self.path = path
-        self.is_csv = path.suffix.lower() == ".csv"
+        self.is_csv = suffix == ".csv"
         try:
             self.stream = path.open("w", encoding="utf-8", newline="" if self.is_csv else None)
         except OSError as error:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from symphony_cli.config import DEFAULT_SOURCE, SPECS, load_settings, mask_url
+from symphony_cli.config import DEFAULT_SOURCE, SPECS, load_settings, mask_secrets, mask_url, warn_unknown_variables
 from symphony_cli.errors import ConfigError
 
 # key: (TOML literal in the file, environment string, flag value, and the value each level gives)
@@ -160,7 +160,7 @@ def test_missing_env_config_raises():
 
 
 def test_config_directory_raises(tmp_path):
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(ConfigError, match="is a directory"):
         load_settings(tmp_path, env={})
 
 
@@ -237,8 +237,30 @@ def test_env_int_invalid_raises(text, reason):
 def test_file_boolean_not_integer():
     path = write_config(Path("bool.toml"), {"batch.max_size": "true"})
 
-    with pytest.raises(ConfigError, match="expected an integer, found a boolean"):
+    with pytest.raises(ConfigError, match="invalid value True for batch.max_size: expected an integer"):
         load_settings(path, env={})
+
+
+def test_file_quoted_boolean_rejected():
+    path = Path("quoted.toml")
+    path.write_text('[batch]\nuse_batch_insert = "yes"\n')
+
+    with pytest.raises(ConfigError, match="expected true or false, without quotes"):
+        load_settings(path, env={})
+
+
+def test_file_not_utf8_rejected():
+    path = Path("latin.toml")
+    path.write_bytes(b'[defaults]\ntransport = "caf\xe9"\n')
+
+    with pytest.raises(ConfigError, match="is not UTF-8"):
+        load_settings(path, env={})
+
+
+def test_unknown_variable_warned():
+    warnings = warn_unknown_variables({"SYMPHONY_BATCH_MAXSIZE": "5", "SYMPHONY_CONFIG": "x.toml", "PATH": "/bin"})
+    assert warnings == ["SYMPHONY_BATCH_MAXSIZE is not a symphony setting and is ignored; "
+                        "run 'symphony config show' to list them"]
 
 
 def test_env_choice_case_insensitive():
@@ -274,3 +296,10 @@ def test_mask_url_hides_password(text, expected):
 @pytest.mark.parametrize("text", UNCHANGED)
 def test_mask_url_keeps_passwordless(text):
     assert mask_url(text) == text
+
+
+def test_mask_secrets_hides_password_pieces():
+    url = "postgresql://app:S3cret@PW@127.0.0.1:5433/outbox"
+    text = mask_secrets("failed to resolve host 'PW@127.0.0.1' for S3cret", url)
+    assert "S3cret" not in text
+    assert "PW@" not in text

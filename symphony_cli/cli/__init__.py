@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import sys
+from typing import Annotated
 
 import typer
 
@@ -25,10 +26,24 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: paragraphs rewrap to the terminal width
     add_completion=False,
 )
-app.command("send", epilog=EXIT_CODES_HELP)(send)
+app.command("send")(send)  # its docstring lists the exit statuses
 app.add_typer(dedup_cmd.app, name="dedup")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db.app, name="db")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"symphony {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="Print the version and exit")] = False) -> None:
+    """Bulk-enqueue messages into an outbox table, without duplicates."""
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
@@ -11,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.text import Text
 
-from ..config import Settings, load_settings, mask_url
+from ..config import Settings, load_settings, mask_url, warn_unknown_variables
 from ..errors import SymphonyError
 from ..render import make_console
 
@@ -51,8 +52,11 @@ def handle_errors(command: F) -> F:
 
 
 def settings_from_flags(config: str | None, **flags: tuple[Any, str]) -> Settings:
-    """Load settings with the given flags, each passed as key=(value, '--flag')."""
-    return load_settings(config, {key.replace("__", "."): value for key, value in flags.items()})
+    """Load settings with the given flags, each passed as key=(value, '--flag'); warn of unknown variables."""
+    settings = load_settings(config, {key.replace("__", "."): value for key, value in flags.items()})
+    for warning in warn_unknown_variables(os.environ):
+        error_console().print(Text(f"warning: {warning}"), soft_wrap=True)
+    return settings
 
 
 class _StderrHandler(logging.StreamHandler):

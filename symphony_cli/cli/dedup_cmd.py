@@ -25,6 +25,12 @@ SinceOption = Annotated[str | None, typer.Option(metavar="DURATION", help="Only 
 LimitOption = Annotated[int, typer.Option(min=1, help="Maximum number of attempts to show")]
 
 
+class AttemptOutcome(str, Enum):
+    duplicate = "duplicate"
+    rejected = "rejected"
+    conflict = "conflict"
+
+
 class ViewFormat(str, Enum):
     table = "table"
     json = "json"
@@ -35,13 +41,16 @@ def parse_duration(text: str, option: str) -> dt.timedelta:
     match = re.fullmatch(r"\s*(\d+)\s*(ms|s|m|h|d|w)\s*", text)
     if not match:
         raise ConfigError(f"{option} {text!r} is invalid; write a number and a unit, such as 30m, 1h or 2d")
-    return dt.timedelta(seconds=int(match[1]) * DURATION_UNITS[match[2]])
+    try:
+        return dt.timedelta(seconds=int(match[1]) * DURATION_UNITS[match[2]])
+    except OverflowError:
+        raise ConfigError(f"{option} {text!r} is too long; the maximum is 999999999d") from None
 
 
 def _open(config: str | None, database_url: str | None, table: str | None):
     settings = settings_from_flags(config, database__url=(database_url, "--database-url"),
                                    database__table=(table, "--table"))
-    return settings, open_store(settings)
+    return settings, open_store(settings.replace(auto_create=False))  # reading creates no database
 
 
 def _iso(moment: dt.datetime | None) -> str | None:
@@ -65,12 +74,15 @@ def _attempt_dict(row: AttemptRow) -> dict[str, object]:
 @app.command("inspect")
 @handle_errors
 def inspect(
-    key: Annotated[str, typer.Argument(help="The idempotency key, exactly as sent")],
+    key: Annotated[str, typer.Argument(metavar="KEY", help="The idempotency key, exactly as sent")],
     config: ConfigOption = None, database_url: DatabaseUrlOption = None, table: TableOption = None,
     limit: LimitOption = 20,
-    output_format: Annotated[ViewFormat, typer.Option("--format")] = ViewFormat.table,
+    output_format: Annotated[ViewFormat, typer.Option("--format", help="A table, or JSON")] = ViewFormat.table,
 ) -> None:
-    """Show a key's state, its message and its duplicate attempts, newest first."""
+    """Show a key's state, message and attempts.
+
+    The attempts are listed newest first.
+    """
     _, store = _open(config, database_url, table)
     try:
         info = store.inspect_key(key, limit)
@@ -106,15 +118,18 @@ def attempts(
     config: ConfigOption = None, database_url: DatabaseUrlOption = None, table: TableOption = None,
     since: SinceOption = None,
     transport: Annotated[str | None, typer.Option(help="Only this transport")] = None,
-    status: Annotated[str | None, typer.Option(help="Only this outcome: duplicate, rejected or conflict")] = None,
+    status: Annotated[AttemptOutcome | None, typer.Option(help="Only this outcome")] = None,
     limit: LimitOption = 100,
-    output_format: Annotated[ViewFormat, typer.Option("--format")] = ViewFormat.table,
+    output_format: Annotated[ViewFormat, typer.Option("--format", help="A table, or JSON")] = ViewFormat.table,
 ) -> None:
-    """List recent duplicate, rejected and conflict attempts, newest first."""
+    """List recent duplicate attempts.
+
+    Duplicate, rejected and conflict attempts, newest first.
+    """
     within = parse_duration(since, "--since") if since else None
     _, store = _open(config, database_url, table)
     try:
-        rows = store.list_attempts(within, transport, status, limit)
+        rows = store.list_attempts(within, transport, status.value if status else None, limit)
     finally:
         store.close()
     if output_format is ViewFormat.json:
@@ -128,9 +143,13 @@ def attempts(
 def stats(
     config: ConfigOption = None, database_url: DatabaseUrlOption = None, table: TableOption = None,
     since: SinceOption = "24h",
-    output_format: Annotated[ViewFormat, typer.Option("--format")] = ViewFormat.table,
+    output_format: Annotated[ViewFormat, typer.Option("--format", help="A table, or JSON")] = ViewFormat.table,
 ) -> None:
-    """Show, per transport, messages sent, duplicate attempts, the duplicate rate and conflicts."""
+    """Show duplicate rates per transport.
+
+    For each transport: messages sent, duplicate and rejected attempts, the duplicate rate
+    (repeats as a share of all messages offered) and conflicts.
+    """
     within = parse_duration(since, "--since") if since else None
     _, store = _open(config, database_url, table)
     try:
@@ -156,7 +175,11 @@ def purge(
     config: ConfigOption = None, database_url: DatabaseUrlOption = None, table: TableOption = None,
     older_than: Annotated[str | None, typer.Option(metavar="DURATION", help="Delete attempts older than this (default: the deduplication window)")] = None,
 ) -> None:
-    """Delete expired keys and old attempts; keys inside their window are never deleted."""
+    """Delete expired keys and old attempts.
+
+    Keys inside their deduplication window are never deleted, so purge is safe to run from
+    cron while imports run.
+    """
     age = parse_duration(older_than, "--older-than") if older_than else None
     settings, store = _open(config, database_url, table)
     if age is None:

@@ -21,7 +21,7 @@ from ..api import send_records
 from ..config import Settings, mask_url
 from ..dedup import KeySource, make_key_function
 from ..dispatcher import SendOptions
-from ..errors import ConfigError, ExitCode, SymphonyError
+from ..errors import ConfigError, ExitCode, InputError, SymphonyError
 from ..readers import Record, read_records
 from ..render import ErrorLines, JsonLinesOutput, ReportWriter, TableOutput, make_console, summary_line
 from ..results import Result, RunSummary
@@ -102,17 +102,17 @@ class StopRequest:
 
 @handle_errors
 def send(
-    file: Annotated[str, typer.Argument(help="JSONL, JSON or CSV file, optionally .gz; - reads stdin")],
+    file: Annotated[str, typer.Argument(metavar="FILE", help="JSONL, JSON or CSV file, optionally .gz; - reads stdin")],
     config: ConfigOption = None,
     database_url: DatabaseUrlOption = None,
     table: TableOption = None,
-    batch_size: Annotated[int | None, typer.Option(help="Messages per chunk [batch.max_size]")] = None,
+    batch_size: Annotated[int | None, typer.Option(metavar="N", help="Messages per chunk [batch.max_size]")] = None,
     batch_insert: Annotated[bool | None, typer.Option(
         "--batch-insert/--no-batch-insert", help="One INSERT per chunk, or one per message [batch.use_batch_insert]")] = None,
     validate: Annotated[bool | None, typer.Option(
         "--validate/--no-validate", help="Check payload values before sending [batch.validate_before_send]")] = None,
     dedup_window_ms: Annotated[int | None, typer.Option(
-        help="Deduplication window in milliseconds [deduplication.window_ms]")] = None,
+        metavar="MS", help="Deduplication window in milliseconds [deduplication.window_ms]")] = None,
     track_attempts: Annotated[bool | None, typer.Option(
         "--track-attempts/--no-track-attempts", help="Record duplicate attempts [deduplication.track_attempts]")] = None,
     reject_duplicates: Annotated[bool | None, typer.Option(
@@ -120,22 +120,22 @@ def send(
         help="Report duplicates as rejected, or return the existing id [deduplication.reject_duplicates]")] = None,
     on_dedup_error: Annotated[DedupErrorMode | None, typer.Option(
         help="When the duplicate check fails: fail the chunk or send without it [deduplication.on_error]")] = None,
-    transport: Annotated[str | None, typer.Option(help="Transport for messages that name none [defaults.transport]")] = None,
-    priority: Annotated[int | None, typer.Option(help="Priority 0-10 for messages that name none [defaults.priority]")] = None,
+    transport: Annotated[str | None, typer.Option(metavar="NAME", help="Transport for messages that name none [defaults.transport]")] = None,
+    priority: Annotated[int | None, typer.Option(metavar="0-10", help="Priority for messages that name none [defaults.priority]")] = None,
     output_format: Annotated[OutputFormat, typer.Option("--format", help="stdout: a table, or one JSON object per message")] = OutputFormat.table,
     input_format: Annotated[InputFormat | None, typer.Option(help="Input format (default: from the file extension)")] = None,
-    encoding: Annotated[str | None, typer.Option(help="Input text encoding, e.g. cp1252 (default: UTF-8)")] = None,
-    delimiter: Annotated[str | None, typer.Option(help="CSV delimiter: ',' ';' 'tab' or '|' (default: detected)")] = None,
+    encoding: Annotated[str | None, typer.Option(metavar="NAME", help="Input text encoding, e.g. cp1252 (default: UTF-8)")] = None,
+    delimiter: Annotated[str | None, typer.Option(metavar="CHAR", help="CSV delimiter: ',' ';' 'tab' or '|' (default: detected)")] = None,
     key_field: Annotated[str | None, typer.Option(metavar="PATH", help="Take each key from this payload field (payload.order.id)")] = None,
     key_template: Annotated[str | None, typer.Option(metavar="TEMPLATE", help="Build each key from fields: '{type}:{payload.order_id}'")] = None,
     key_from_content: Annotated[bool, typer.Option(help="Key each message by the SHA-256 of type, transport and payload")] = False,
     dry_run: Annotated[bool, typer.Option(help="Validate and check duplicates without writing anything")] = False,
-    max_errors: Annotated[int | None, typer.Option(min=1, help="Stop after this many messages that were not enqueued")] = None,
-    table_limit: Annotated[int, typer.Option(min=0, help="Show every message up to this count, then only the ones not enqueued")] = DEFAULT_TABLE_LIMIT,
-    report: Annotated[Path | None, typer.Option(help="Write every message's result to this .csv or .jsonl file")] = None,
+    max_errors: Annotated[int | None, typer.Option(min=1, metavar="N", help="Stop after this many messages that were not enqueued")] = None,
+    table_limit: Annotated[int, typer.Option(min=0, metavar="N", help="Show every message up to this count, then only the ones not enqueued")] = DEFAULT_TABLE_LIMIT,
+    report: Annotated[Path | None, typer.Option(metavar="PATH", help="Write every message's result to this .csv or .jsonl file")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only errors and the summary")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print debug output on stderr")] = False,
-    log_file: Annotated[Path | None, typer.Option(help="Append one JSON line per run to this file")] = None,
+    log_file: Annotated[Path | None, typer.Option(metavar="PATH", help="Append one JSON line per run to this file")] = None,
     lock: Annotated[str | None, typer.Option(metavar="NAME", help="Exit with status 5 if another run holds this lock")] = None,
 ) -> None:
     """Enqueue the messages in FILE and print one result per message.
@@ -161,9 +161,24 @@ def send(
     options = SendOptions(KeySource(key_field, key_template, key_from_content), dry_run, max_errors, source_name)
     make_key_function(options.key_source)  # raises ConfigError for bad key flags before the store is opened
     output = OutputOptions(output_format, table_limit, report, quiet, log_file)
-    records = read_records(file, format=input_format.value if input_format else None,
-                           encoding=encoding, delimiter=delimiter)
+    _check_outputs_spare_input(file, output)
+    if lock is not None and not lock.strip():
+        raise ConfigError("--lock needs a non-empty name")
+    try:
+        records = read_records(file, format=input_format.value if input_format else None,
+                               encoding=encoding, delimiter=delimiter)
+    except InputError as error:  # raised at once only for invalid --encoding, --delimiter or format
+        raise ConfigError(str(error)) from None
     raise typer.Exit(run_send(records, settings, options, output, lock))
+
+
+def _check_outputs_spare_input(file: str, output: OutputOptions) -> None:
+    """Raise ConfigError when --report or --log-file names the input file, which writing would destroy."""
+    if file == "-" or not os.path.exists(file):
+        return
+    for option, path in (("--report", output.report), ("--log-file", output.log_file)):
+        if path is not None and path.exists() and os.path.samefile(path, file):
+            raise ConfigError(f"{option} {path} is the input file; choose another path")
 
 
 def run_send(records: Iterator[Record], settings: Settings, options: SendOptions, output: OutputOptions,

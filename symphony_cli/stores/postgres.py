@@ -17,7 +17,7 @@ from collections.abc import Iterator, Sequence
 import psycopg
 from psycopg import sql
 
-from ..config import mask_url
+from ..config import mask_secrets, mask_url
 from ..dedup import StoredKey
 from ..errors import ConfigError, LockedError, SchemaMissingError, StoreError
 from ..messages import Message
@@ -177,8 +177,8 @@ class PostgresStore:
         if not self._schema_exists():
             if not auto_create:
                 raise SchemaMissingError(
-                    f"PostgreSQL table {self._messages.as_string(self.connection)} does not exist and "
-                    "database.auto_create is false; run 'symphony db init' (or apply 'symphony db init --print-sql')")
+                    f"PostgreSQL table {self._messages.as_string(self.connection)} does not exist; run "
+                    "'symphony db init' (or apply 'symphony db init --print-sql'), or send with database.auto_create on")
             self.create_schema()
         self._sequence = self._execute(
             "SELECT pg_get_serial_sequence(%s, 'id')", (self._messages.as_string(self.connection),)).fetchone()[0]
@@ -191,7 +191,7 @@ class PostgresStore:
             return psycopg.connect(url, autocommit=True, prepare_threshold=None, connect_timeout=connect_timeout)
         except psycopg.Error as error:
             raise StoreError(f"cannot connect to PostgreSQL at {mask_url(url)}: "
-                             f"{mask_url(describe_error(error))}") from None
+                             f"{mask_secrets(describe_error(error), url)}") from None
 
     def _execute(self, query: str | sql.Composable, params: Sequence | dict | None = None) -> psycopg.Cursor:
         try:

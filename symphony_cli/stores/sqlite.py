@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from ..dedup import StoredKey
-from ..errors import LockedError, SchemaMissingError, StoreError
+from ..errors import ConfigError, LockedError, SchemaMissingError, StoreError
 from ..messages import Message
 from .base import (Attempt, AttemptRow, KeyInfo, PurgeCounts, QueryError, StoredMessage, TableNames,
                    TransportStats, combine_stats, utc_from_ms)
@@ -104,6 +104,9 @@ class SQLiteStore:
 
     def __init__(self, path: Path, tables: TableNames, *, auto_create: bool = True,
                  clock: Callable[[], int] = now_ms) -> None:
+        if _flat(tables, tables.messages).lower().startswith("sqlite_"):
+            raise ConfigError(f"database.table {_flat(tables, tables.messages)!r} is invalid; SQLite reserves "
+                              "names that start with sqlite_")
         self.path = path
         self.tables = tables
         self.clock = clock  # milliseconds since the epoch; tests pass a fixed clock
@@ -114,14 +117,14 @@ class SQLiteStore:
         if not self._schema_exists():
             if not auto_create:
                 raise SchemaMissingError(
-                    f"SQLite database {path} has no table {_flat(tables, tables.messages)!r} and "
-                    "database.auto_create is false; run 'symphony db init' first")
+                    f"SQLite database {path} has no table {_flat(tables, tables.messages)!r}; run "
+                    "'symphony db init', or send with database.auto_create on")
             self.create_schema()
 
     def _connect(self, create: bool) -> sqlite3.Connection:
         if not create and not self.path.is_file():
-            raise SchemaMissingError(f"SQLite database {self.path} does not exist and database.auto_create is "
-                                     "false; run 'symphony db init' first")
+            raise SchemaMissingError(f"SQLite database {self.path} does not exist; run 'symphony db init', "
+                                     "or send with database.auto_create on")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             connection = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
@@ -255,7 +258,7 @@ class SQLiteStore:
                        expires_at > self.clock(), message, attempts)
 
     def _start_of(self, within: dt.timedelta | None) -> int:
-        return self.clock() - int(within.total_seconds() * 1000) if within else 0
+        return self.clock() - int(within.total_seconds() * 1000) if within is not None else 0
 
     def list_attempts(self, within: dt.timedelta | None, transport: str | None, outcome: str | None,
                       limit: int) -> list[AttemptRow]:

@@ -109,7 +109,7 @@ def test_missing_tables_exit_four(cli, backend):
 
     assert result.exit_code == 4
     assert error.startswith("error: ")
-    assert "database.auto_create is false; run 'symphony db init'" in error
+    assert "run 'symphony db init'" in error
 
 
 def test_dedup_missing_tables_exit_four(cli, sqlite_backend):

@@ -385,7 +385,7 @@ def test_send_key_field_nested(cli, sqlite_backend):
 
     assert [row["key"] for row in rows[:2]] == ["7", "7"]
     assert [row["status"] for row in rows] == ["sent", "duplicate", "invalid"]
-    assert rows[2]["error"] == "payload.order.id is missing, and --key-field takes the key from it"
+    assert rows[2]["error"] == "payload.order.id is missing or null, and --key-field takes the key from it"
 
 
 def test_send_key_template_fields(cli, sqlite_backend):
