@@ -22,7 +22,7 @@ OTHER_VARIABLES = frozenset({"SYMPHONY_CONFIG", "SYMPHONY_TEST_DATABASE_URL", "S
 CONFIG_FILE_NAME = "symphony.toml"
 DEFAULT_SOURCE = "default"
 
-# The batch path binds values as arrays, so no statement parameter limit applies; the cap
+# The batch path binds values as arrays, so no statement parameter limit applies. The cap
 # keeps one chunk's rows, results and transaction at a size a client can hold.
 MAX_BATCH_SIZE_LIMIT = 100_000
 PRIORITY_RANGE = range(0, 11)

@@ -28,7 +28,7 @@ from .stores.base import Attempt, QueryError, RetryableError, Store
 
 logger = logging.getLogger(__name__)
 
-MAX_TRANSACTION_RETRIES = 5  # for deadlocks and serialization failures, which PostgreSQL asks clients to retry
+MAX_TRANSACTION_RETRIES = 5  # for deadlocks and serialization failures, which PostgreSQL documents as safe to retry
 ATTEMPT_STATUSES = frozenset({Status.DUPLICATE, Status.REJECTED, Status.CONFLICT})
 INTERRUPTED_ERROR = "not sent: the run was interrupted before this message's chunk was sent"
 UNCONFIRMED_ERROR = ("not confirmed: the run was interrupted while this message's chunk was written, which "
@@ -195,7 +195,7 @@ class Dispatcher:
     # -- writing one chunk
 
     def _write(self, chunk: list[Message]) -> list[Outcome]:
-        """Write a chunk; on a data error, split it until the bad message stands alone."""
+        """Write a chunk. On a data error, split the chunk until the failing message is alone."""
         for _ in range(MAX_TRANSACTION_RETRIES):
             try:
                 return self._write_once(chunk)

@@ -151,7 +151,7 @@ def _serialize_payload(payload: dict[str, Any], check_values: bool) -> str:
     except RecursionError:
         raise InvalidMessage("payload is nested too deeply to serialise") from None
     # json.dumps writes U+0000 as the escape \u0000, which jsonb rejects; a literal backslash
-    # before "u0000" also matches here, and the exact walk below tells the two apart.
+    # before "u0000" also matches here, and the exact walk below distinguishes the two.
     if text is None or "\\u0000" in text:
         problem = find_value_problem(payload, "payload")
         if problem:
@@ -163,7 +163,10 @@ def _serialize_payload(payload: dict[str, Any], check_values: bool) -> str:
 def find_value_problem(value: Any, path: str) -> str | None:
     """Return a description of the first value neither store accepts, or None."""
     if isinstance(value, float) and not math.isfinite(value):
-        shown = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        if math.isnan(value):
+            shown = "NaN"
+        else:
+            shown = "Infinity" if value > 0 else "-Infinity"
         return f"{path} is {shown}; JSON numbers must be finite"
     if isinstance(value, str):
         problem = _text_problem(value)

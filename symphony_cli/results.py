@@ -9,7 +9,7 @@ from collections import Counter
 
 
 class Status(enum.StrEnum):
-    """What happened to one message."""
+    """The outcome of one message."""
 
     SENT = "sent"
     WOULD_SEND = "would-send"  # dry run: the message would be inserted

@@ -49,7 +49,7 @@ class DedupErrorMode(str, Enum):
 
 @dataclasses.dataclass(frozen=True)
 class OutputOptions:
-    """How `send` reports: the stdout format, the table limit, a report file, quiet and logging."""
+    """Output choices of `send`: the stdout format, the table limit, a report file, quiet and logging."""
 
     format: OutputFormat
     table_limit: int

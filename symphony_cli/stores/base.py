@@ -130,7 +130,7 @@ class PurgeCounts:
 
 
 class Store(Protocol):
-    """Operations every store offers; each method runs inside `transaction()` unless it says otherwise."""
+    """Operations every store offers; each method runs inside `transaction()` unless its docstring states otherwise."""
 
     name: str  # "sqlite" or "postgresql"
     supports_batch_insert: bool
