@@ -72,3 +72,27 @@ def test_script_summary_not_on_stdout(process_env):
 
     assert [line[:1] for line in result.stdout.splitlines()] == ["{"]
     assert "1 sent; 1 message in " in result.stderr
+
+
+def test_ascii_locale_does_not_crash(process_env):
+    write_jsonl(Path("orders.jsonl"), [message(1, idempotency_key="ключ-1", payload={"to": "zoë"})])
+    env = {**process_env, "PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
+
+    result = subprocess.run([sys.executable, "-m", "symphony_cli", "send", "orders.jsonl"], env=env,
+                            capture_output=True, timeout=TIMEOUT_S, stdin=subprocess.DEVNULL)
+
+    assert result.returncode == 0
+    assert b"Traceback" not in result.stderr
+    assert b"\\u043a\\u043b\\u044e\\u0447-1" in result.stdout
+
+
+def test_verbose_prints_chunk_lines(process_env):
+    write_jsonl(Path("orders.jsonl"), [message(number) for number in range(1, 6)])
+
+    result = run([sys.executable, "-m", "symphony_cli", "send", "orders.jsonl", "-v", "--batch-size", "2"],
+                 process_env)
+
+    chunk_lines = [line for line in result.stderr.splitlines() if line.startswith("DEBUG: chunk of")]
+    assert result.returncode == 0
+    assert len(chunk_lines) == 3
+    assert chunk_lines[0] == "DEBUG: chunk of 2 default messages (lines 1-2): 2 sent"
