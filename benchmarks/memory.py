@@ -1,8 +1,8 @@
 """Measure the peak memory of `symphony send` as the input file grows.
 
 For each size (10,000, 100,000 and 1,000,000 messages by default) the script writes a JSON
-Lines file into a temporary directory, runs `symphony send` on it as a child process with
-each output mode, and prints the child's peak resident set size (ru_maxrss from wait4).
+Lines file into a temporary directory and runs `symphony send` on it as a child process in
+each output mode. It prints each child's peak resident set size (ru_maxrss from wait4).
 
     python benchmarks/memory.py
     python benchmarks/memory.py --database-url postgresql://postgres@127.0.0.1:5432/postgres
@@ -65,13 +65,13 @@ def symphony_command() -> str:
 
 
 def run_child(command: list[str], cwd: Path) -> tuple[float, float]:
-    """Run one child with stdout to /dev/null; return its peak RSS in MB and its wall time in seconds."""
+    """Run one child with stdout to /dev/null and return its peak RSS in MB and its wall time in seconds."""
     environment = {name: value for name, value in os.environ.items() if not name.startswith("SYMPHONY_")}
     started = time.perf_counter()
     with open(os.devnull, "wb") as devnull:
         child = subprocess.Popen(command, cwd=cwd, env=environment, stdout=devnull, stderr=subprocess.PIPE)
         stderr = child.stderr.read()
-        # wait4 reports this child's own rusage; RUSAGE_CHILDREN would be the maximum over all children.
+        # wait4 reports this child's own usage, whereas RUSAGE_CHILDREN is the maximum over all children.
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
     seconds = time.perf_counter() - started
@@ -82,7 +82,7 @@ def run_child(command: list[str], cwd: Path) -> tuple[float, float]:
 
 @contextlib.contextmanager
 def postgres_database(server_url: str | None) -> Iterator[str | None]:
-    """Create a database of our own for the PostgreSQL runs and drop it after; yield its URL."""
+    """Create a database of our own for the PostgreSQL runs, yield its URL and drop it after."""
     if not server_url:
         yield None
         return

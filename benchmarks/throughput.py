@@ -1,7 +1,7 @@
 """Measure how fast symphony enqueues messages, against plain psycopg, COPY and sqlite-utils.
 
 One run measures every method on the same machine, the same PostgreSQL server and the same
-outbox table (symphony's own DDL, dropped and created again before every run), prints the
+outbox table, which symphony's own DDL creates again before every run. The script prints the
 median of --runs runs per method with its ratio to COPY, and checks the targets listed in
 docs/benchmarks.md.
 
@@ -190,6 +190,8 @@ def run_process(command: list[str], cwd: Path) -> float:
 
 def measure_postgres(options: Options, url: str, messages: list[dict], jsonl: Path,
                      workdir: Path) -> dict[str, Figure]:
+    """Measure every PostgreSQL method once per round, so that other load on the machine
+    spreads over all methods instead of falling on one."""
     count = len(messages)
     subset = messages[:options.per_row_messages]
     figures = {"per_row": Figure(f"INSERT per message, autocommit ({len(subset):,} msgs)", len(subset)),
@@ -202,39 +204,41 @@ def measure_postgres(options: Options, url: str, messages: list[dict], jsonl: Pa
         figures[f"cli_jsonl_{size}"] = Figure(f"symphony send --format jsonl, batch {size}", count)
     figures["copy"] = Figure("COPY (cursor.copy), one transaction", count)
 
-    def repeat(figure: Figure, action: Callable[[], object]) -> None:
-        for run in range(1, options.runs + 1):
-            recreate_tables(url)
-            figure.add(timed(action), run)
+    def send_command(size: int, output: list[str]) -> list[str]:
+        return [tool_path("symphony"), "send", str(jsonl), "--database-url", url, "--table", TABLE,
+                "--batch-size", str(size), *output]
 
-    progress("PostgreSQL: one INSERT per message with autocommit")
-    repeat(figures["per_row"], lambda: insert_per_row(url, subset))
-    progress("PostgreSQL: executemany")
-    repeat(figures["executemany"], lambda: insert_executemany(url, messages))
+    # Each step starts on new tables and names the figure it measures, and the row count it leaves.
+    steps: list[tuple[str, Callable[[], object], int]] = [
+        ("per_row", lambda: insert_per_row(url, subset), len(subset)),
+        ("executemany", lambda: insert_executemany(url, messages), count),
+    ]
     for size in BATCH_SIZES:
-        progress(f"PostgreSQL: dispatch_batch at batch size {size}, then the same messages again")
-        for run in range(1, options.runs + 1):
+        steps.append((f"api_{size}", lambda size=size: dispatch_through_api(url, messages, size, Status.SENT), count))
+        steps.append((f"cli_{size}", lambda size=size: run_process(send_command(size, []), workdir), count))
+        steps.append((f"cli_jsonl_{size}",
+                      lambda size=size: run_process(send_command(size, ["--format", "jsonl"]), workdir), count))
+    steps.append(("copy", lambda: insert_copy(url, messages), count))
+
+    for run in range(1, options.runs + 1):
+        progress(f"PostgreSQL: round {run} of {options.runs}")
+        for name, action, rows in steps:
             recreate_tables(url)
-            figures[f"api_{size}"].add(timed(lambda: dispatch_through_api(url, messages, size, Status.SENT)), run)
-            figures[f"dup_{size}"].add(timed(lambda: dispatch_through_api(url, messages, size, Status.DUPLICATE)), run)
-        check_row_count(url, count, "dispatch_batch")
-    for size in BATCH_SIZES:
-        for name, output in ((f"cli_{size}", []), (f"cli_jsonl_{size}", ["--format", "jsonl"])):
-            progress(f"PostgreSQL: {figures[name].label}")
-            command = [tool_path("symphony"), "send", str(jsonl), "--database-url", url, "--table", TABLE,
-                       "--batch-size", str(size), *output]
-            repeat(figures[name], lambda: run_process(command, workdir))
-            check_row_count(url, count, "symphony send")
-    progress("PostgreSQL: COPY")
-    repeat(figures["copy"], lambda: insert_copy(url, messages))
+            figures[name].add(timed(action), run)
+            check_row_count(url, rows, figures[name].label)
+            if name.startswith("api_"):  # the same messages again: every one is a duplicate now
+                size = int(name.removeprefix("api_"))
+                seconds = timed(lambda: dispatch_through_api(url, messages, size, Status.DUPLICATE))
+                figures[f"dup_{size}"].add(seconds, run)
     return figures
 
 
 def measure_sqlite(options: Options, jsonl: Path, count: int, workdir: Path) -> dict[str, Figure]:
     database = workdir / "bench.db"
-    figures = {"sqlite_send": Figure("symphony send, table output, batch 100", count)}
-    commands = {"sqlite_send": [tool_path("symphony"), "send", str(jsonl), "--database-url", str(database),
-                                "--table", TABLE]}
+    send = [tool_path("symphony"), "send", str(jsonl), "--database-url", str(database), "--table", TABLE]
+    figures = {"sqlite_send": Figure("symphony send, table output, batch 100", count),
+               "sqlite_send_jsonl": Figure("symphony send --format jsonl, batch 100", count)}
+    commands = {"sqlite_send": send, "sqlite_send_jsonl": [*send, "--format", "jsonl"]}
     sqlite_utils = tool_path("sqlite-utils")
     if sqlite_utils is None:
         progress("SQLite: sqlite-utils is not installed, so that comparison is skipped; "
@@ -243,9 +247,9 @@ def measure_sqlite(options: Options, jsonl: Path, count: int, workdir: Path) -> 
         figures["sqlite_utils"] = Figure("sqlite-utils insert --nl", count)
         commands["sqlite_utils"] = [sqlite_utils, "insert", str(database), TABLE, str(jsonl), "--nl"]
 
-    for name, command in commands.items():
-        progress(f"SQLite: {figures[name].label}")
-        for run in range(1, options.runs + 1):
+    for run in range(1, options.runs + 1):
+        progress(f"SQLite: round {run} of {options.runs}")
+        for name, command in commands.items():
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{database}{suffix}").unlink(missing_ok=True)
             figures[name].add(run_process(command, workdir), run)
@@ -318,7 +322,9 @@ def print_targets(rates: dict[str, float], startup: dict[str, float], psycopg_lo
                      rates[f"cli_{size}"] / rates[f"api_{size}"], 0.70)
         print(f"      with --format jsonl: {rates[f'cli_jsonl_{size}'] / rates[f'api_{size}']:.2f}x")
     if "sqlite_utils" in rates:
-        print_target("SQLite: symphony send / sqlite-utils insert --nl", rates["sqlite_send"] / rates["sqlite_utils"], 1)
+        print_target("SQLite: symphony send (table output) / sqlite-utils insert --nl",
+                     rates["sqlite_send"] / rates["sqlite_utils"], 1)
+        print(f"      with --format jsonl: {rates['sqlite_send_jsonl'] / rates['sqlite_utils']:.2f}x")
     else:
         print("SKIP  SQLite: sqlite-utils is not installed (python -m pip install sqlite-utils)")
     for label, seconds in startup.items():

@@ -1,7 +1,7 @@
 """The messages both benchmarks send: e-mail notifications with a unique key each.
 
-Each payload is about 220 bytes of canonical JSON, within the range of real notification
-payloads (an address, a subject, a template name and a few fields).
+Each payload is about 220 bytes of canonical JSON: an address, a subject, a template name
+and a few fields.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def make_message(index: int) -> dict:
-    """Return message number `index`; its key and payload depend only on the index."""
+    """Return message number `index`, whose key and payload depend only on the index."""
     payload = {
         "to": f"customer-{index:07d}@example.com",
         "subject": f"Your order {index:07d} has shipped",

@@ -112,11 +112,13 @@ def _record(index: int, message: Any, key_function: KeyCallable | None) -> Recor
     line = index + 1
     if not isinstance(message, Mapping):
         return Record(line, None, f"message must be a mapping (a JSON object), found {type(message).__name__}")
+    if key_function is None:
+        return Record(line, message)  # read only, so the caller's mapping needs no copy
+    try:
+        key = key_function(message, index)
+    except Exception as error:  # the caller's code: its failure is this message's error
+        return Record(line, None, f"the idempotency_key callable raised {type(error).__name__}: {error}")
     fields = dict(message)
-    if key_function is not None:
-        try:
-            fields["idempotency_key"] = key_function(message, index)
-        except Exception as error:  # the caller's code: its failure is this message's error
-            return Record(line, None, f"the idempotency_key callable raised {type(error).__name__}: {error}")
-        fields.pop("idempotencyKey", None)
+    fields["idempotency_key"] = key
+    fields.pop("idempotencyKey", None)
     return Record(line, fields)

@@ -227,8 +227,7 @@ class Dispatcher:
                 if message_id is None:
                     lost.append(message)
                 else:
-                    outcomes.append(Outcome(message, Status.SENT, message_id,
-                                            stored=StoredKey(message_id, message.content_hash)))
+                    outcomes.append(Outcome(message, Status.SENT, message_id, stored=_stored_key(message, message_id)))
             if lost:
                 outcomes += self._classify_lost(lost)
         return outcomes
@@ -284,7 +283,7 @@ class Dispatcher:
         with self.store.transaction():
             ids = self.store.insert_messages(chunk, window_ms=self.settings.window_ms, deduplicate=False)
         note = f"sent without deduplication because the duplicate check failed: {reason}"
-        return [Outcome(message, Status.SENT, message_id, note, StoredKey(message_id, message.content_hash))
+        return [Outcome(message, Status.SENT, message_id, note, _stored_key(message, message_id))
                 for message, message_id in zip(chunk, ids, strict=True)]
 
     # -- reporting
@@ -349,6 +348,11 @@ class Dispatcher:
         for message in sorted(waiting, key=lambda m: m.line):
             self._emit(Result(message.line, Status.FAILED, None, message.idempotency_key, message.transport,
                               message.type, reason))
+
+
+def _stored_key(message: Message, message_id: int) -> StoredKey | None:
+    """Return what the message's key points to once it is sent; a message without a key needs no hash."""
+    return StoredKey(message_id, message.content_hash) if message.idempotency_key is not None else None
 
 
 def _count_statuses(outcomes: list[Outcome]) -> str:
