@@ -179,7 +179,14 @@ class PostgresStore:
                 raise SchemaMissingError(
                     f"PostgreSQL table {self._messages.as_string(self.connection)} does not exist; run "
                     "'symphony db init' (or apply 'symphony db init --print-sql'), or send with database.auto_create on")
-            self.create_schema()
+            try:
+                self.create_schema()
+            except QueryError:
+                # Seen through PgBouncer: a concurrent importer's CREATE SCHEMA IF NOT EXISTS can
+                # still fail with a unique violation despite the advisory lock. If the tables
+                # exist now, another importer created them, which is all this one needs.
+                if not self._schema_exists():
+                    raise
         self._sequence = self._execute(
             "SELECT pg_get_serial_sequence(%s, 'id')", (self._messages.as_string(self.connection),)).fetchone()[0]
 
