@@ -316,7 +316,7 @@ def _describe_csv_error(error: csv.Error, feed: _LineFeed, columns: list[_Column
     if quote_open:
         _skip_quoted_lines(feed)
     column = repr(columns[index].header.strip()) if index < len(columns) else str(index + 1)
-    return (f"field in column {column} is longer than {MAX_FIELD_BYTES} characters (MAX_FIELD_BYTES); "
+    return (f"field in column {column} is longer than the maximum of {MAX_FIELD_BYTES:,} characters; "
             "shorten the value, or close the quote if the field runs on by mistake")
 
 

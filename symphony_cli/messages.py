@@ -122,7 +122,8 @@ def _priority(value: Any, default: int) -> int:
     if value is None:
         return default
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidMessage(f"priority must be an integer from 0 to 10, found {_json_kind(value)} {value!r}")
+        raise InvalidMessage(f"priority must be an integer from 0 to 10, found {_json_kind(value)} "
+                             f"{json.dumps(value, ensure_ascii=False, default=repr)}")
     if value not in PRIORITY_RANGE:
         raise InvalidMessage(f"priority {value} is out of range; it must be from 0 to 10")
     return value

@@ -635,7 +635,7 @@ def test_csv_field_over_cap_rejected(tmp_path):
 
     assert records[0].line == 2
     assert records[0].error.startswith(
-        f"field in column 'payload.big' is longer than {MAX_FIELD_BYTES} characters (MAX_FIELD_BYTES)"
+        f"field in column 'payload.big' is longer than the maximum of {MAX_FIELD_BYTES:,} characters"
     )
     assert records[1] == Record(3, {"type": "y", "payload": {"big": "2", "c": "3"}})
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from enum import Enum
 from typing import Annotated
@@ -55,7 +56,7 @@ def show(
     for name in ("Setting", "Value", "Source", "Environment variable"):
         view.add_column(name, overflow="fold")
     for spec in SPECS:
-        view.add_row(spec.key, repr(display_value(settings, spec.key)) if isinstance(
-            settings.value_of(spec.key), str) else str(display_value(settings, spec.key)).lower(),
-            settings.source_of(spec.key), spec.env_var)
+        value = display_value(settings, spec.key)
+        shown = json.dumps(value, ensure_ascii=False) if isinstance(value, str) else str(value).lower()
+        view.add_row(spec.key, shown, settings.source_of(spec.key), spec.env_var)
     make_console().print(view)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import ConfigError, KeyNotFoundError
-from ..render import make_console, print_json
+from ..render import make_console, print_json, printable
 from ..stores import open_store
 from ..stores.base import AttemptRow
 from ._common import ConfigOption, DatabaseUrlOption, TableOption, handle_errors, settings_from_flags
@@ -47,6 +47,15 @@ def parse_duration(text: str, option: str) -> dt.timedelta:
         raise ConfigError(f"{option} {text!r} is too long; the maximum is 999999999d") from None
 
 
+def format_duration(milliseconds: int) -> str:
+    """Return the duration in the largest unit that divides it: 86400000 becomes '1d'."""
+    for unit in ("w", "d", "h", "m", "s"):
+        unit_ms = int(DURATION_UNITS[unit] * 1000)
+        if milliseconds % unit_ms == 0:
+            return f"{milliseconds // unit_ms}{unit}"
+    return f"{milliseconds}ms"
+
+
 def _open(config: str | None, database_url: str | None, table: str | None):
     settings = settings_from_flags(config, database__url=(database_url, "--database-url"),
                                    database__table=(table, "--table"))
@@ -60,9 +69,10 @@ def _iso(moment: dt.datetime | None) -> str | None:
 def _attempts_table(title: str, attempts: list[AttemptRow]) -> Table:
     view = Table(title=title, title_justify="left")
     for name in ("Attempted at (UTC)", "Key", "Outcome", "Transport", "Source", "Line", "Message ID"):
-        view.add_column(name, overflow="fold")
+        view.add_column(name, overflow="fold", justify="right" if name in ("Line", "Message ID") else "left")
     for row in attempts:
-        view.add_row(_iso(row.attempted_at), row.idempotency_key, row.outcome, row.transport, row.source,
+        view.add_row(_iso(row.attempted_at), printable(row.idempotency_key), row.outcome, printable(row.transport),
+                     printable(row.source),
                      str(row.line), "" if row.message_id is None else str(row.message_id))
     return view
 
@@ -102,12 +112,12 @@ def inspect(
         return
     console = make_console()
     state = Text("active", style="green") if info.active else Text("expired", style="yellow")
-    console.print(Text.assemble("key ", (info.idempotency_key, "bold"), ": ", state,
+    console.print(Text.assemble("key ", (printable(info.idempotency_key), "bold"), ": ", state,
                                 f", expires at {_iso(info.expires_at)}"))
     if message is None:
         console.print(f"message {info.message_id}: no longer in the message table (a worker may have removed it)")
     else:
-        console.print(f"message {message.id}: type {message.type}, transport {message.transport}, "
+        console.print(f"message {message.id}: type {printable(message.type)}, transport {printable(message.transport)}, "
                       f"priority {message.priority}, created at {_iso(message.created_at)}")
     console.print(_attempts_table(f"{len(info.attempts)} attempts (newest first, --limit {limit})", info.attempts))
 
@@ -164,7 +174,7 @@ def stats(
     for name in ("Transport", "Sent", "Duplicates", "Rejected", "Duplicate rate", "Conflicts"):
         view.add_column(name, justify="left" if name == "Transport" else "right", overflow="fold")
     for row in rows:
-        view.add_row(row.transport, f"{row.sent:,}", f"{row.duplicates:,}", f"{row.rejected:,}",
+        view.add_row(printable(row.transport), f"{row.sent:,}", f"{row.duplicates:,}", f"{row.rejected:,}",
                      f"{row.duplicate_rate:.1%}", f"{row.conflicts:,}")
     make_console().print(view)
 
@@ -184,7 +194,7 @@ def purge(
     settings, store = _open(config, database_url, table)
     if age is None:
         age = dt.timedelta(milliseconds=settings.window_ms)
-        older_than = f"{settings.window_ms:,} ms (the deduplication window)"
+        older_than = f"{format_duration(settings.window_ms)} (the deduplication window)"
     try:
         counts = store.purge(age)
     finally:

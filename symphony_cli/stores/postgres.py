@@ -101,7 +101,7 @@ def describe_error(error: psycopg.Error) -> str:
 
 
 def _join_lines(text: str) -> str:
-    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+    return "; ".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def schema_statements(tables: TableNames) -> list[sql.Composable]:

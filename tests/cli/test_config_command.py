@@ -41,9 +41,9 @@ def test_show_sources_per_level(cli):
     rows = show_rows(result.stdout)
 
     assert rows["batch.max_size"][:2] == ("250", "symphony.toml")
-    assert rows["defaults.transport"][:2] == ("'sms'", "SYMPHONY_DEFAULTS_TRANSPORT")
+    assert rows["defaults.transport"][:2] == ('"sms"', "SYMPHONY_DEFAULTS_TRANSPORT")
     assert rows["defaults.priority"][:2] == ("2", "SYMPHONY_DEFAULTS_PRIORITY")
-    assert rows["database.table"][:2] == ("'outbox.messages'", "--table")
+    assert rows["database.table"][:2] == ('"outbox.messages"', "--table")
     assert rows["deduplication.window_ms"][:2] == ("86400000", "default")
     assert rows["batch.use_batch_insert"][:2] == ("true", "default")
 
@@ -61,7 +61,7 @@ def test_show_masks_password(cli):
     rows = show_rows(result.stdout)
 
     assert "s3cret-pw" not in result.stdout
-    assert rows["database.url"][0] == "'postgresql://app:***@127.0.0.1:5999/outbox'"
+    assert rows["database.url"][0] == '"postgresql://app:***@127.0.0.1:5999/outbox"'
 
 
 def test_show_toml_masks_password(cli):
