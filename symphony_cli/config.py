@@ -268,7 +268,7 @@ def load_settings(
 
 
 _URL_PASSWORD = re.compile(r"(?P<head>://[^:/?#@\s]*:)(?P<password>[^/?#\s]*)(?=@)")
-_DSN_PASSWORD = re.compile(r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|(?!\*\*\*)[^\s&]+)", re.IGNORECASE)
+_DSN_PASSWORD = re.compile(r"(?P<head>\b(?:ssl)?password\s*=\s*)(?P<password>'(?:[^'\\]|\\.)*'|(?!\*\*\*)(?:\\.|[^\s&\\])+)", re.IGNORECASE)
 
 
 def mask_url(text: str) -> str:

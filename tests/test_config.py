@@ -303,3 +303,7 @@ def test_mask_secrets_hides_password_pieces():
     text = mask_secrets("failed to resolve host 'PW@127.0.0.1' for S3cret", url)
     assert "S3cret" not in text
     assert "PW@" not in text
+
+
+def test_mask_url_escaped_space_in_password():
+    assert mask_url("host=db password=abc\\ tailSECRET dbname=x") == "host=db password=*** dbname=x"

@@ -23,6 +23,8 @@ app = typer.Typer(
     epilog=EXIT_CODES_HELP,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    suggest_commands=False,  # click 8.2+ suggests a close command name itself; typer would repeat it
+    context_settings={"help_option_names": ["-h", "--help"]},
     rich_markup_mode=None,  # plain click help: paragraphs rewrap to the terminal width
     add_completion=False,
 )
@@ -42,7 +44,7 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
-                                               help="Print the version and exit")] = False) -> None:
+                                               help="Print the version and exit.")] = False) -> None:
     """Bulk-enqueue messages into an outbox table, without duplicates."""
 
 

@@ -14,7 +14,8 @@ from ..config import SPECS, Settings, mask_url
 from ..render import make_console
 from ._common import ConfigOption, DatabaseUrlOption, TableOption, handle_errors, settings_from_flags
 
-app = typer.Typer(help="Show the configuration.", no_args_is_help=True, rich_markup_mode=None)
+app = typer.Typer(help="Show the configuration.", no_args_is_help=True, rich_markup_mode=None,
+                  suggest_commands=False)
 
 
 class ShowFormat(str, Enum):
@@ -44,7 +45,11 @@ def show(
     table: TableOption = None,
     output_format: Annotated[ShowFormat, typer.Option("--format", help="A table with sources, or a TOML file")] = ShowFormat.table,
 ) -> None:
-    """Print every setting with its value and its source (default, file, environment variable or flag)."""
+    """Print every setting with its value and source.
+
+    The source is the default, the configuration file's path, the environment variable's
+    name or the flag.
+    """
     settings = settings_from_flags(config, database__url=(database_url, "--database-url"),
                                    database__table=(table, "--table"))
     if output_format is ShowFormat.toml:

@@ -12,7 +12,8 @@ from ..render import make_console
 from ..stores import open_store, schema_sql
 from ._common import ConfigOption, DatabaseUrlOption, TableOption, handle_errors, settings_from_flags
 
-app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True, rich_markup_mode=None)
+app = typer.Typer(help="Manage the store's schema.", no_args_is_help=True, rich_markup_mode=None,
+                  suggest_commands=False)
 
 
 @app.command("init")

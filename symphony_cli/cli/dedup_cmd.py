@@ -18,7 +18,8 @@ from ..stores import open_store
 from ..stores.base import AttemptRow
 from ._common import ConfigOption, DatabaseUrlOption, TableOption, handle_errors, settings_from_flags
 
-app = typer.Typer(help="Inspect idempotency keys and duplicate attempts.", no_args_is_help=True, rich_markup_mode=None)
+app = typer.Typer(help="Inspect idempotency keys and duplicate attempts.", no_args_is_help=True, rich_markup_mode=None,
+                  suggest_commands=False)
 
 DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 SinceOption = Annotated[str | None, typer.Option(metavar="DURATION", help="Only the last 30m, 1h, 2d, ... (units ms s m h d w)")]

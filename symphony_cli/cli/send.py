@@ -25,6 +25,7 @@ from ..errors import ConfigError, ExitCode, InputError, SymphonyError
 from ..readers import Record, read_records
 from ..render import ErrorLines, JsonLinesOutput, ReportWriter, TableOutput, make_console, summary_line
 from ..results import Result, RunSummary
+from ..stores import sqlite_path, store_kind
 from ._common import (ConfigOption, DatabaseUrlOption, TableOption, configure_logging, handle_errors, print_error,
                       settings_from_flags)
 
@@ -114,7 +115,8 @@ def send(
     dedup_window_ms: Annotated[int | None, typer.Option(
         metavar="MS", help="Deduplication window in milliseconds [deduplication.window_ms]")] = None,
     track_attempts: Annotated[bool | None, typer.Option(
-        "--track-attempts/--no-track-attempts", help="Record duplicate attempts [deduplication.track_attempts]")] = None,
+        "--track-attempts/--no-track-attempts",
+        help="Record duplicate, rejected and conflict attempts [deduplication.track_attempts]")] = None,
     reject_duplicates: Annotated[bool | None, typer.Option(
         "--reject-duplicates/--return-duplicates",
         help="Report duplicates as rejected, or return the existing id [deduplication.reject_duplicates]")] = None,
@@ -163,7 +165,7 @@ def send(
     options = SendOptions(KeySource(key_field, key_template, key_from_content), dry_run, max_errors, source_name)
     make_key_function(options.key_source)  # raises ConfigError for bad key flags before the store is opened
     output = OutputOptions(output_format, table_limit, report, quiet, log_file)
-    _check_outputs_spare_input(file, output)
+    _check_outputs_spare_input(file, settings.database_url, output)
     if lock is not None and not lock.strip():
         raise ConfigError("--lock needs a non-empty name")
     try:
@@ -174,13 +176,26 @@ def send(
     raise typer.Exit(run_send(records, settings, options, output, lock))
 
 
-def _check_outputs_spare_input(file: str, output: OutputOptions) -> None:
-    """Raise ConfigError when --report or --log-file names the input file, which writing would destroy."""
-    if file == "-" or not os.path.exists(file):
-        return
+def _check_outputs_spare_input(file: str, database_url: str, output: OutputOptions) -> None:
+    """Raise ConfigError when --report or --log-file names the input, the SQLite database or each other.
+
+    Writing either file would destroy the other one.
+    """
+    protected = [("the input file", None if file == "-" else Path(file))]
+    if store_kind(database_url) == "sqlite":
+        protected.append(("the SQLite database", sqlite_path(database_url)))
+    if output.report is not None:
+        protected.append(("the --report file", output.report))
     for option, path in (("--report", output.report), ("--log-file", output.log_file)):
-        if path is not None and path.exists() and os.path.samefile(path, file):
-            raise ConfigError(f"{option} {path} is the input file; choose another path")
+        for name, other in protected:
+            if path is not None and other is not None and path is not other and _same_file(path, other):
+                raise ConfigError(f"{option} {path} is {name}; choose another path")
+
+
+def _same_file(first: Path, second: Path) -> bool:
+    if first.exists() and second.exists():
+        return os.path.samefile(first, second)
+    return first.resolve() == second.resolve()
 
 
 def run_send(records: Iterator[Record], settings: Settings, options: SendOptions, output: OutputOptions,

@@ -15,6 +15,7 @@ import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import psycopg
+import psycopg.conninfo
 from psycopg import sql
 
 from ..config import mask_secrets, mask_url
@@ -192,6 +193,10 @@ class PostgresStore:
 
     @staticmethod
     def _connect(url: str, connect_timeout: int) -> psycopg.Connection:
+        try:
+            psycopg.conninfo.conninfo_to_dict(url)  # libpq's own parser: syntax and option names
+        except psycopg.Error as error:
+            raise ConfigError(f"database.url {mask_url(url)} is invalid: {mask_secrets(describe_error(error), url)}") from None
         # prepare_threshold=None: no server-side prepared statements, which a
         # transaction-mode pooler (PgBouncer pool_mode=transaction) would hand to another client.
         try:

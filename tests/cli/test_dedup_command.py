@@ -218,3 +218,16 @@ def test_purge_bad_older_than(cli, sqlite_backend):
 
     assert result.exit_code == 2
     assert "--older-than 'soon' is invalid" in result.stderr
+
+
+def test_inspect_escapes_control_characters(cli, sqlite_backend):
+    key = "x\u001b[31mred"
+    write_jsonl(Path("m.jsonl"), [message(1, idempotency_key=key), message(1, idempotency_key=key)])
+    cli("send", "m.jsonl", *sqlite_backend.cli_args)
+
+    inspected = cli("dedup", "inspect", key, *sqlite_backend.cli_args)
+    listed = cli("dedup", "attempts", *sqlite_backend.cli_args)
+
+    assert "\u001b" not in inspected.stdout
+    assert "x\\x1b[31mred" in inspected.stdout
+    assert "\u001b" not in listed.stdout

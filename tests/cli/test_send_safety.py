@@ -136,3 +136,32 @@ def test_interrupt_while_waiting_for_stdin(sqlite_backend, tmp_path):
     assert time.monotonic() - started < 5
     assert [(row["line"], row["status"]) for row in lines] == [(1, "failed")]
     assert sqlite_backend.count_messages() == 0
+
+
+def test_report_on_database_rejected(cli, tmp_path):
+    database = tmp_path / "store.csv"
+    write_jsonl(Path("m.jsonl"), [message(1)])
+    url = f"sqlite:///{database}"
+    cli("send", "m.jsonl", "--database-url", url)
+
+    result = cli("send", "m.jsonl", "--database-url", url, "--report", database)
+
+    assert result.exit_code == 2
+    assert "is the SQLite database" in result.stderr
+    assert database.read_bytes().startswith(b"SQLite format 3")
+
+
+def test_log_file_on_report_rejected(cli, sqlite_backend):
+    write_jsonl(Path("m.jsonl"), [message(1)])
+
+    result = cli("send", "m.jsonl", "--report", "out.jsonl", "--log-file", "out.jsonl", *sqlite_backend.cli_args)
+
+    assert result.exit_code == 2
+    assert "is the --report file" in result.stderr
+
+
+def test_unknown_command_suggested_once(cli):
+    result = cli("sned", "x")
+
+    assert result.exit_code == 2
+    assert result.stderr.count("Did you mean 'send'?") == 1
