@@ -28,15 +28,6 @@ class KeySource:
     template: str | None = None
     from_content: bool = False
 
-    def describe(self) -> str:
-        if self.field:
-            return f"--key-field {self.field}"
-        if self.template:
-            return f"--key-template {self.template}"
-        if self.from_content:
-            return "--key-from-content"
-        return "the idempotency_key field"
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StoredKey:
