@@ -26,7 +26,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from workload import write_jsonl
+from workload import bench_database, write_jsonl
 
 URL_VARIABLE = "SYMPHONY_BENCH_DATABASE_URL"
 TARGET_MB = 200
@@ -86,18 +86,8 @@ def postgres_database(server_url: str | None) -> Iterator[str | None]:
     if not server_url:
         yield None
         return
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
-
-    name = f"symphony_bench_{os.getpid()}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+    with bench_database(server_url) as url:
+        yield url
 
 
 def drop_postgres_tables(url: str) -> None:

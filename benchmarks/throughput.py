@@ -28,19 +28,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 from symphony_cli import dispatch_batch, load_settings
 from symphony_cli.results import Status
 from symphony_cli.stores.base import TableNames
 from symphony_cli.stores.postgres import schema_statements
 
-from workload import make_messages, write_jsonl
+from workload import bench_database, make_messages, write_jsonl
 
 TABLE = "bench_outbox"
 COLUMNS = ("type", "transport", "priority", "payload", "idempotency_key")
@@ -92,19 +91,6 @@ def row_of(message: dict) -> tuple:
 
 
 # -- PostgreSQL without symphony
-
-
-@contextlib.contextmanager
-def bench_database(server_url: str) -> Iterator[str]:
-    """Create a database of our own on the server, yield its connection string, drop it after."""
-    name = f"symphony_bench_{os.getpid()}"
-    with psycopg.connect(server_url, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def recreate_tables(url: str) -> None:

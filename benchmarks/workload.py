@@ -6,7 +6,10 @@ and a few fields.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -34,3 +37,20 @@ def write_jsonl(path: Path, count: int) -> None:
     with path.open("w", encoding="utf-8") as stream:
         for index in range(count):
             stream.write(json.dumps(make_message(index), ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def bench_database(server_url: str) -> Iterator[str]:
+    """Create a database of our own on the server, yield its connection string, drop it after."""
+    import psycopg  # imported here so that SQLite-only runs work without a server
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    name = f"symphony_bench_{os.getpid()}"
+    with psycopg.connect(server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_conninfo(server_url, dbname=name)
+    finally:
+        with psycopg.connect(server_url, autocommit=True) as admin:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))

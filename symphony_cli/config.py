@@ -281,7 +281,7 @@ def mask_secrets(text: str, url: str) -> str:
     """Mask the URL's password in text, also where a driver quotes only part of it.
 
     libpq splits an unencoded "@" in a password differently from mask_url, so an error
-    can quote a piece of the password as a host name; every piece is masked.
+    can quote a piece of the password as a host name. Every piece is therefore masked.
     """
     text = mask_url(text)
     secrets = [match["password"] for pattern in (_URL_PASSWORD, _DSN_PASSWORD) for match in pattern.finditer(url)]

@@ -1,8 +1,8 @@
 """Idempotency keys: where a message's key comes from, and how a stored key is compared.
 
 Exactly one key source applies to a run. The default is the message's own
-`idempotency_key` field; `--key-field`, `--key-template` and `--key-from-content` each
-replace it for every message of the run, and at most one of them may be given.
+`idempotency_key` field. `--key-field`, `--key-template` and `--key-from-content` each
+replace it for every message of the run, so at most one of them may be given.
 """
 
 from __future__ import annotations

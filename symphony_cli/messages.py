@@ -151,8 +151,8 @@ def _serialize_payload(payload: dict[str, Any], check_values: bool) -> str:
         text = None  # TypeError: a value JSON has no form for, or member names of mixed types
     except RecursionError:
         raise InvalidMessage("payload is nested too deeply to serialise") from None
-    # json.dumps writes U+0000 as the escape \u0000, which jsonb rejects; a literal backslash
-    # before "u0000" also matches here, and the exact walk below distinguishes the two.
+    # json.dumps writes U+0000 as the escape \u0000, which jsonb rejects. A literal backslash
+    # before "u0000" also matches here, so the exact walk below distinguishes the two.
     if text is None or "\\u0000" in text:
         problem = find_value_problem(payload, "payload")
         if problem:

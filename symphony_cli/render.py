@@ -27,7 +27,7 @@ RESULT_FIELDS = ("line", "status", "message_id", "idempotency_key", "transport",
 
 
 # Off a terminal with no COLUMNS, tables take their natural width instead of rich's default of
-# 80 columns, so that a log line is never folded; with COLUMNS set, long cells fold, never cut.
+# 80 columns, so that a log line is never folded. With COLUMNS set, long cells fold, never cut.
 UNBOUNDED_WIDTH = 10_000
 
 

@@ -62,9 +62,9 @@ class OutputOptions:
 class StopRequest:
     """Turn the first SIGINT or SIGTERM into a request to stop after the current chunk.
 
-    Inside `shield()` (while a message or chunk is handled) the first signal only sets the
-    request; outside it (waiting for input) it raises KeyboardInterrupt at once. A second
-    signal always raises KeyboardInterrupt, and the open transaction then rolls back.
+    Inside `shield()`, while a message or chunk is handled, the first signal only sets the
+    request. Outside it, while waiting for input, the signal raises KeyboardInterrupt at once.
+    A second signal always raises KeyboardInterrupt, and the open transaction then rolls back.
     """
 
     def __init__(self) -> None:

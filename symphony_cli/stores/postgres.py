@@ -32,8 +32,8 @@ SCHEMA_LOCK_ID = 0x73796D70  # "symp": serializes concurrent CREATE TABLE IF NOT
 
 
 # One statement per chunk. Ids come from the sequence inside `input`, so the key rows can
-# point at their message in the same statement; `claimed` holds only the keys this
-# transaction won, and the final SELECT returns one id (or NULL) per input row, in order.
+# point at their message in the same statement. `claimed` contains only the keys this
+# transaction won. The final SELECT returns one id (or NULL) per input row, in order.
 # The arrays go in binary (%b): psycopg's text format escapes every quote of every JSON
 # payload with a regular expression, which took half of a chunk's time in a profile.
 _INPUT = """
@@ -328,8 +328,8 @@ class PostgresStore:
 
     @contextlib.contextmanager
     def hold_lock(self, name: str) -> Iterator[None]:
-        # NOTE: a session-level advisory lock; behind a transaction-mode pooler the lock can
-        # land on a server connection that other clients share, so use a direct connection.
+        # NOTE: this is a session-level advisory lock. Behind a transaction-mode pooler it can
+        # land on a server connection that other clients share, so --lock needs a direct connection.
         acquired = self._execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (name,)).fetchone()[0]
         if not acquired:
             raise LockedError(f"another run holds the lock {name!r}; wait for it to finish or use another --lock name")
