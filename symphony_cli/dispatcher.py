@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 
@@ -31,8 +32,6 @@ logger = logging.getLogger(__name__)
 MAX_TRANSACTION_RETRIES = 5  # for deadlocks and serialization failures, which PostgreSQL documents as safe to retry
 ATTEMPT_STATUSES = frozenset({Status.DUPLICATE, Status.REJECTED, Status.CONFLICT})
 INTERRUPTED_ERROR = "not sent: the run was interrupted before this message's chunk was sent"
-UNCONFIRMED_ERROR = ("not confirmed: the run was interrupted while this message's chunk was written, which "
-                     "rolls the chunk back unless it had just committed; rerun the file to complete it")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +80,12 @@ class Dispatcher:
         self.pending: dict[str, Message] = {}  # key -> its leader, waiting in a buffer
         self.followers: dict[str, list[Message]] = {}
         self.dry_run_keys: dict[str, StoredKey] = {}  # NOTE: grows with the distinct keys of a dry run
+        # One writer thread runs the store's transactions, so that the main thread validates
+        # and groups the next chunk while the store works on the current one. At most one
+        # chunk is in flight, and only the writer thread touches the store during a run.
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: tuple[str, list[Message], Future[list[Outcome]]] | None = None
+        self._attempts_job: Future[None] | None = None
 
     # -- reading and buffering
 
@@ -91,6 +96,7 @@ class Dispatcher:
         second signal, or one while waiting for input) reports the buffered messages as
         not sent and is raised again.
         """
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="symphony-writer")
         try:
             try:
                 self._read(records)
@@ -112,6 +118,7 @@ class Dispatcher:
             self._abandon_buffers(INTERRUPTED_ERROR)
             raise
         finally:
+            self._writer.shutdown(wait=True)  # a transaction in flight commits or rolls back first
             self.summary.finish()
         return self.summary
 
@@ -161,23 +168,38 @@ class Dispatcher:
                 self._abandon_buffers(INTERRUPTED_ERROR)
                 return
             self.flush(next(iter(self.buffers)))
+        self._settle_inflight()
+        self._wait_for_attempts()
 
     def flush(self, transport: str) -> None:
-        """Send up to one chunk of the transport's buffer; what is left stays buffered."""
+        """Hand up to one chunk of the transport's buffer to the writer; what is left stays buffered.
+
+        The chunk in flight before it is reported first, so at most one chunk is in flight.
+        """
         buffer = self.buffers.pop(transport, [])
         chunk, rest = buffer[:self.chunk_size], buffer[self.chunk_size:]
         if rest:
             self.buffers[transport] = rest
         if not chunk:
             return
+        self._settle_inflight()
+        if self.should_stop():  # a stop requested meanwhile: this chunk stays unsent, and is reported so
+            self.buffers[transport] = chunk + self.buffers.get(transport, [])
+            return
+        self._inflight = (transport, chunk, self._writer.submit(self._write, chunk))
+
+    def _settle_inflight(self) -> None:
+        """Wait for the chunk in flight, if any, and report its results."""
+        if self._inflight is None:
+            return
+        transport, chunk, job = self._inflight
         try:
-            outcomes = self._write(chunk)
+            outcomes = job.result()
         except StoreError as error:
-            self._abandon_buffers(f"not sent: {error}", chunk)
+            self._inflight = None
+            self._abandon_chunk(chunk, f"not sent: {error}")
             raise
-        except KeyboardInterrupt:
-            self._abandon_chunk(chunk, UNCONFIRMED_ERROR)
-            raise
+        self._inflight = None
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("chunk of %d %s messages (lines %d-%d): %s", len(chunk), transport, chunk[0].line,
                          chunk[-1].line, _count_statuses(outcomes))
@@ -186,7 +208,16 @@ class Dispatcher:
             reports += self._resolve_followers(outcome)
         for result, _ in sorted(reports, key=lambda report: report[0].line):
             self._emit(result)
-        self._record_attempts([attempt for _, attempt in reports if attempt is not None])
+        attempts = [attempt for _, attempt in reports if attempt is not None]
+        if attempts and self.settings.track_attempts and not self.options.dry_run:
+            self._wait_for_attempts()
+            self._attempts_job = self._writer.submit(self._record_attempts, attempts)
+
+    def _wait_for_attempts(self) -> None:
+        """Raise the error, if any, of the last attempts job, which runs on the writer thread."""
+        job, self._attempts_job = self._attempts_job, None
+        if job is not None:
+            job.result()
 
     def _max_errors_reached(self) -> bool:
         limit = self.options.max_errors
@@ -317,18 +348,17 @@ class Dispatcher:
                        status.value, message_id)
 
     def _record_attempts(self, attempts: list[Attempt]) -> None:
-        if attempts and self.settings.track_attempts and not self.options.dry_run:
-            try:
-                self.store.record_attempts(attempts)
-            except QueryError as error:
-                logger.warning("could not record %d duplicate attempts: %s", len(attempts), error)
+        try:
+            self.store.record_attempts(attempts)
+        except QueryError as error:
+            logger.warning("could not record %d duplicate attempts: %s", len(attempts), error)
 
     def _emit(self, result: Result) -> None:
         self.summary.add(result)
         self.on_result(result)
 
     def _abandon_chunk(self, chunk: list[Message], reason: str) -> None:
-        """Report a chunk whose write was cut short, and the messages waiting on its keys."""
+        """Report a chunk that the store did not write, and the messages waiting on its keys."""
         waiting = list(chunk)
         for message in chunk:
             if message.idempotency_key is not None:
@@ -339,7 +369,12 @@ class Dispatcher:
                               message.type, reason))
 
     def _abandon_buffers(self, reason: str, chunk: list[Message] = ()) -> None:
-        """Report every message still buffered as failed, so no read message goes unreported."""
+        """Report every message still buffered as failed, so no read message goes unreported.
+
+        The chunk in flight is waited for first and reported as the store answered.
+        """
+        with contextlib.suppress(StoreError):  # its messages are then reported by _settle_inflight
+            self._settle_inflight()
         waiting = list(chunk) + [message for buffer in self.buffers.values() for message in buffer]
         waiting += [message for followers in self.followers.values() for message in followers]
         self.buffers.clear()

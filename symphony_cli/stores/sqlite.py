@@ -127,7 +127,9 @@ class SQLiteStore:
                                      "or send with database.auto_create on")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+            # The dispatcher's writer thread uses the connection; it is never used by two threads at once.
+            connection = sqlite3.connect(self.path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000,
+                                         check_same_thread=False)
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")  # durable with WAL except on power loss
         except (sqlite3.Error, OSError) as error:
