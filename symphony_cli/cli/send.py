@@ -64,7 +64,8 @@ class StopRequest:
 
     Inside `shield()`, while a message or chunk is handled, the first signal only sets the
     request. Outside it, while waiting for input, the signal raises KeyboardInterrupt at once.
-    A second signal always raises KeyboardInterrupt, and the open transaction then rolls back.
+    A second signal always raises KeyboardInterrupt. The chunk already handed to the store's
+    writer thread still commits or rolls back whole, and is reported.
     """
 
     def __init__(self) -> None:
