@@ -2,7 +2,8 @@
 
 Messages stream through: each transport has a buffer that is sent as one chunk when it
 reaches max_batch_size, and the rest are sent at the end of the input. A chunk costs one
-pre-query for its keys and one INSERT for the new messages, in one transaction.
+pre-query for its keys and one INSERT for the new messages, in one transaction. That
+transaction runs on a writer thread while the main thread reads and validates the next chunk.
 
 Duplicates inside the input never reach the store twice. While a key's first message
 (its leader) waits in a buffer, later messages with that key wait beside it as followers
@@ -15,8 +16,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager
 
 from .config import Settings
@@ -364,23 +365,24 @@ class Dispatcher:
             if message.idempotency_key is not None:
                 self.pending.pop(message.idempotency_key, None)
                 waiting += self.followers.pop(message.idempotency_key, [])
-        for message in sorted(waiting, key=lambda m: m.line):
-            self._emit(Result(message.line, Status.FAILED, None, message.idempotency_key, message.transport,
-                              message.type, reason))
+        self._report_unsent(waiting, reason)
 
-    def _abandon_buffers(self, reason: str, chunk: list[Message] = ()) -> None:
+    def _abandon_buffers(self, reason: str) -> None:
         """Report every message still buffered as failed, so no read message goes unreported.
 
-        The chunk in flight is waited for first and reported as the store answered.
+        The chunk in flight is waited for first and reported with the store's results.
         """
         with contextlib.suppress(StoreError):  # its messages are then reported by _settle_inflight
             self._settle_inflight()
-        waiting = list(chunk) + [message for buffer in self.buffers.values() for message in buffer]
+        waiting = [message for buffer in self.buffers.values() for message in buffer]
         waiting += [message for followers in self.followers.values() for message in followers]
         self.buffers.clear()
         self.followers.clear()
         self.pending.clear()
-        for message in sorted(waiting, key=lambda m: m.line):
+        self._report_unsent(waiting, reason)
+
+    def _report_unsent(self, messages: list[Message], reason: str) -> None:
+        for message in sorted(messages, key=lambda m: m.line):
             self._emit(Result(message.line, Status.FAILED, None, message.idempotency_key, message.transport,
                               message.type, reason))
 

@@ -11,11 +11,17 @@ import typer
 from . import config_cmd, db, dedup_cmd
 from .send import send
 
-EXIT_CODES_HELP = (
-    "Exit status: 0 every message was enqueued or was a duplicate; 1 a message was invalid, "
-    "rejected, a conflict or failed; 2 usage or configuration error; 3 the input cannot be read; "
-    "4 the store cannot be opened or reached; 5 another run holds the --lock name; 130 interrupted."
-)
+# "\b" keeps click from rewrapping the lines of this paragraph.
+EXIT_CODES_HELP = """\b
+Exit status:
+  0    every message was enqueued or was a duplicate
+  1    a message was invalid, rejected, a conflict or failed
+  2    usage or configuration error
+  3    the input cannot be read
+  4    the store cannot be opened or reached
+  5    another run holds the --lock name
+  130  interrupted by SIGINT or SIGTERM
+"""
 
 app = typer.Typer(
     name="symphony",
@@ -28,7 +34,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: paragraphs rewrap to the terminal width
     add_completion=False,
 )
-app.command("send")(send)  # its docstring lists the exit statuses
+app.command("send", epilog=EXIT_CODES_HELP)(send)
 app.add_typer(dedup_cmd.app, name="dedup")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(db.app, name="db")

@@ -144,11 +144,6 @@ def send(
     """Enqueue the messages in FILE and print one result per message.
 
     FILE is a JSON Lines, JSON or CSV file, optionally gzip-compressed; - reads stdin.
-
-    Exit status: 0 every message was enqueued or was a duplicate; 1 a message was invalid,
-    rejected, a conflict or failed; 2 usage or configuration error; 3 the input cannot be
-    read; 4 the store cannot be opened or reached; 5 another run holds the --lock name;
-    130 interrupted.
     """
     configure_logging(verbose)
     settings = settings_from_flags(

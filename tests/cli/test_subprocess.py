@@ -37,7 +37,8 @@ def test_module_help_exit_zero(process_env):
 
     assert result.returncode == 0
     assert "send" in result.stdout
-    assert "Exit status: 0" in result.stdout
+    assert "Exit status:" in result.stdout
+    assert "  0    every message was enqueued or was a duplicate" in result.stdout
 
 
 def test_script_default_store_in_app_dir(process_env):

@@ -223,7 +223,7 @@ class PasswordRejectingServer:
     """A loopback server that requests a cleartext password and rejects it, as a real server does.
 
     It speaks only the start of protocol 3.0: it declines SSL and GSS encryption, requests
-    the password, records it and answers with SQLSTATE 28P01 (invalid_password).
+    the password, records it and replies with SQLSTATE 28P01 (invalid_password).
     """
 
     def __init__(self) -> None:
